@@ -1,0 +1,99 @@
+"""The `aidetect` command line: parses options and calls into the stages; no work happens here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Tell AI-generated images from real ones, fast, with one verdict row per image in Parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def scan(
+    sources: list[str] = typer.Argument(
+        ..., help="Folders (walked recursively), image files, or s3://bucket/prefix listings.", show_default=False
+    ),
+    output: str = typer.Option(
+        "verdicts.parquet",
+        "-o",
+        "--output",
+        help="Parquet dataset folder to write (read it with pandas.read_parquet); '-' writes one Parquet file to stdout at the end.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="ONNX detector made by `aidetect train`/`export` [default: the bundled model]."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per decode and inference batch."),
+    device: str = typer.Option("auto", "--device", help="auto (GPU when usable), cpu, or gpu (fails if no GPU)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=0.0, max=1.0, help="prob_ai at or above this is 'ai' [default: the model's]."
+    ),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk subfolders."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming from OUTPUT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    max_megapixels: float = typer.Option(
+        200.0, "--max-megapixels", help="Refuse (as an error row) images larger than this, before decoding."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for decoding and inference together [default: all usable cores]."
+    ),
+) -> None:
+    """Scan images and write one verdict row per image (label, prob_ai, error, size, ...) to Parquet.
+
+    Rerunning the same command resumes: files already in OUTPUT with the same size and
+    mtime are skipped. Bad files become rows with `error` set; the exit code is 0 when the
+    scan ran, 2 for a missing source, unusable model, device or OUTPUT.
+    """
+    from aidetect.scan import ScanOptions, run_cli_scan
+
+    if device not in ("auto", "cpu", "gpu"):
+        raise typer.BadParameter("must be auto, cpu or gpu", param_hint="--device")
+    opts = ScanOptions(
+        sources=sources,
+        output=output,
+        model=model,
+        batch_size=batch_size,
+        device=device,
+        threshold=threshold,
+        recursive=recursive,
+        overwrite=overwrite,
+        quiet=quiet,
+        max_pixels=int(max_megapixels * 1_000_000),
+        threads=threads,
+    )
+    raise typer.Exit(run_cli_scan(opts))
+
+
+def _register_training() -> None:
+    """Training commands need the `train` extra; without it they answer with one line saying so."""
+    import importlib.util
+
+    from train.cli import export, train
+
+    missing = [m for m in ("torch", "timm", "onnx") if importlib.util.find_spec(m) is None]
+    if not missing:
+        app.command("train")(train)
+        app.command("export")(export)
+        return
+
+    def unavailable(ctx: typer.Context) -> None:
+        typer.echo(
+            f"aidetect {ctx.command.name}: needs the training extra ({', '.join(missing)} missing): "
+            "pip install 'aidetect[train]'",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    settings = {"ignore_unknown_options": True, "allow_extra_args": True}
+    for name in ("train", "export"):
+        app.command(name, context_settings=settings, help=f"(needs aidetect[train]) {name} a detector.")(unavailable)
+
+
+_register_training()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,154 @@
+"""Inference: one onnxruntime session, the device it really runs on, and the model's metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aidetect.preprocess import Preprocess
+
+METADATA_KEY = "aidetect"
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
+
+
+class ModelError(RuntimeError):
+    """A model file that is missing, unreadable or not an aidetect detector."""
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used on this machine."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the scanner needs to know about a detector, read from its ONNX metadata."""
+
+    path: str
+    name: str
+    digest: str
+    preprocess: Preprocess
+    class_names: tuple[str, ...]
+    ai_index: int
+    threshold: float
+    temperature: float
+    metadata: dict
+
+    @property
+    def label(self) -> str:
+        """The `model` column: name and a short content hash, so results say which file made them."""
+        return f"{self.name}@{self.digest}"
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def parse_metadata(path: str, custom: dict[str, str]) -> ModelInfo:
+    if METADATA_KEY not in custom:
+        raise ModelError(
+            f"{path}: not an aidetect model (no '{METADATA_KEY}' metadata); export one with `aidetect export`"
+        )
+    try:
+        meta = json.loads(custom[METADATA_KEY])
+        return ModelInfo(
+            path=path,
+            name=meta["name"],
+            digest=file_digest(path),
+            preprocess=Preprocess.from_dict(meta["preprocess"]),
+            class_names=tuple(meta["class_names"]),
+            ai_index=int(meta["ai_index"]),
+            threshold=float(meta.get("threshold", 0.5)),
+            temperature=float(meta.get("temperature", 1.0)),
+            metadata=meta,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable aidetect metadata ({exc})") from None
+
+
+def gpu_present() -> bool:
+    """An NVIDIA driver is loaded; checked before asking onnxruntime, which would only log and fall back."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
+def _providers(device: str) -> list:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "gpu" and (not gpu_present() or "CUDAExecutionProvider" not in available):
+        raise DeviceError("--device gpu: no usable NVIDIA GPU on this machine (use --device auto or cpu)")
+    if not gpu_present():
+        return ["CPUExecutionProvider"]
+    chosen: list = []
+    if "TensorrtExecutionProvider" in available and os.environ.get("AIDETECT_TENSORRT", "1") != "0":
+        cache = Path(os.environ.get("AIDETECT_CACHE", Path.home() / ".cache" / "aidetect")) / "trt"
+        chosen.append(
+            (
+                "TensorrtExecutionProvider",
+                {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_fp16_enable": True},
+            )
+        )
+    if "CUDAExecutionProvider" in available:
+        chosen.append("CUDAExecutionProvider")
+    return [*chosen, "CPUExecutionProvider"]
+
+
+class Detector:
+    """Runs a batch of preprocessed images through the model and returns P(ai) per image."""
+
+    def __init__(self, model_path: str, device: str = "auto", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(3)  # its provider fallback warnings are ours to report
+        if not os.path.isfile(model_path):
+            raise ModelError(f"{model_path}: no such model file")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(model_path, options, providers=_providers(device))
+        except DeviceError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ModelError(f"{model_path}: cannot load the model ({str(exc).splitlines()[0][:200]})") from None
+        self.info = parse_metadata(model_path, self.session.get_modelmeta().custom_metadata_map)
+        self.input_name = self.session.get_inputs()[0].name
+        self._check_shape()
+        used = self.session.get_providers()
+        if device == "gpu" and used[0] == "CPUExecutionProvider":
+            raise DeviceError(
+                "--device gpu: onnxruntime could not start CUDA here (check the CUDA 13 and cuDNN 9 libraries)"
+            )
+        self.providers = used
+        self.device = "cpu" if used[0] == "CPUExecutionProvider" else "gpu"
+
+    def _check_shape(self) -> None:
+        shape = self.session.get_inputs()[0].shape
+        size = self.info.preprocess.input_size
+        if len(shape) != 4 or shape[1] != 3 or tuple(shape[2:]) != (size, size):
+            raise ModelError(f"{self.info.path}: input shape {shape} does not match its metadata ({size}x{size} RGB)")
+
+    @property
+    def runtime(self) -> str:
+        return {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA"}.get(self.providers[0], "CPU")
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW batch -> calibrated probability of the "ai" class for each image."""
+        logits = self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
+        logits /= self.info.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs[:, self.info.ai_index].astype(np.float32)

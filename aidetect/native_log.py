@@ -1,0 +1,52 @@
+"""Keep native libraries' log lines (nvImageCodec's per-file decode errors) off the user's screen.
+
+DALI's decoders print to file descriptor 2 directly, once per bad file; those files already
+get an error row, so the lines are noise. Everything else written to fd 2 passes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TextIO
+
+NOISE = re.compile(
+    rb"(\[(ERROR|WARNING|WARN|INFO)\].*\[(libjpeg_turbo_decoder|nvjpeg|libtiff|opencv|libpng|nvimgcodec)|nvImageCodec|ImageDecoder)",
+    re.I,
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[TextIO]:
+    """Route fd 2 through a filter; yields a text stream on the real stderr for our own output."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError):
+        yield sys.stderr
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=_pump, args=(read_end, saved), daemon=True)
+    thread.start()
+    real = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        yield real
+    finally:
+        real.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end, so the pump sees EOF
+        thread.join(timeout=2)
+        real.close()
+        os.close(saved)
+
+
+def _pump(read_end: int, out: int) -> None:
+    with os.fdopen(read_end, "rb") as src:
+        for line in src:
+            if not NOISE.search(line):
+                os.write(out, line)

@@ -1,0 +1,335 @@
+"""The scan runner: drives sources -> read/probe -> decode -> infer -> sink, owns progress and
+the summary. Stages run in threads joined by small bounded queues, so reading, DALI decoding
+and onnxruntime inference overlap (all three release the GIL) and memory stays bounded."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, load
+from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
+from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
+from aidetect.sources import ImageRef, WalkStats, walk_images
+
+STDOUT = "-"
+
+
+@dataclass
+class ScanOptions:
+    sources: list[str]
+    output: str = "verdicts.parquet"
+    model: str | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    threshold: float | None = None
+    recursive: bool = True
+    overwrite: bool = False
+    quiet: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    threads: int | None = None
+    read_workers: int = 8
+
+
+@dataclass
+class ScanResult:
+    """What a scan did, for the summary and for callers."""
+
+    output: str
+    model: str = ""
+    runtime: str = ""
+    decoder: str = ""
+    scanned: int = 0
+    real: int = 0
+    ai: int = 0
+    errors: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    seconds: float = 0.0
+    unreadable_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.scanned / self.seconds if self.seconds else 0.0
+
+
+class SourceError(RuntimeError):
+    """A SOURCE that does not exist or cannot be listed."""
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_split(threads: int | None) -> tuple[int, int]:
+    """(onnxruntime threads, DALI threads): inference is the heavy stage, decoding gets the rest."""
+    total = threads or usable_cores()
+    return max(1, total), max(1, total // 2)
+
+
+def resolve_model(path: str | None) -> str:
+    if path:
+        return path
+    if DEFAULT_MODEL.is_file():
+        return str(DEFAULT_MODEL)
+    raise ModelError(
+        "no model given and no default model installed: pass --model PATH (make one with `aidetect train`)"
+    )
+
+
+def check_sources(sources: list[str]) -> None:
+    for source in sources:
+        if not os.path.exists(source):
+            raise SourceError(f"{source}: no such file or folder")
+
+
+# ---- stages as iterators -------------------------------------------------------------
+
+
+def list_refs(opts: ScanOptions, stats: WalkStats) -> Iterator[ImageRef]:
+    seen: set[int] | None = set() if len(opts.sources) > 1 else None  # overlapping sources
+    for source in opts.sources:
+        for ref in walk_images(source, opts.recursive, stats):
+            if seen is not None:
+                key = _hash64(ref.key)
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield ref
+    stats.done = True
+
+
+def bounded_map(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, window: int) -> Iterator:
+    """Like pool.map, in order, but never more than `window` items read ahead."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_DONE = object()
+
+
+class _Stage(threading.Thread):
+    """Runs `work` over an input iterator in a thread, handing results on through a queue."""
+
+    def __init__(self, name: str, items: Iterable, work: Callable, depth: int = 2) -> None:
+        super().__init__(name=name, daemon=True)
+        self.items, self.work = items, work
+        self.out: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for item in self.items:
+                if self.stop.is_set():
+                    return
+                self._put(self.work(item))
+            self._put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(exc)
+
+    def _put(self, value) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(value, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator:
+        while True:
+            value = self.out.get()
+            if value is _DONE:
+                return
+            if isinstance(value, BaseException):
+                raise value
+            yield value
+
+
+# ---- the runner ---------------------------------------------------------------------
+
+
+class Scanner:
+    """One scan: holds the detector, decoder and sink, and runs the stages over the sources."""
+
+    def __init__(self, opts: ScanOptions, console: Console) -> None:
+        self.opts, self.console = opts, console
+        check_sources(opts.sources)
+        ort_threads, dali_threads = thread_split(opts.threads)
+        self.detector = Detector(resolve_model(opts.model), opts.device, ort_threads)
+        info = self.detector.info
+        self.threshold = opts.threshold if opts.threshold is not None else info.threshold
+        self.decoder = BatchDecoder(info.preprocess, opts.batch_size, self.detector.device, dali_threads)
+        self.to_stdout = opts.output == STDOUT
+        folder = tempfile.mkdtemp(prefix="aidetect-") if self.to_stdout else opts.output
+        self.sink = ParquetSink(folder, info.label)
+        self.result = ScanResult(
+            output=opts.output,
+            model=info.label,
+            runtime=self.detector.runtime,
+            decoder=f"DALI {'mixed (GPU)' if self.detector.device == 'gpu' else 'CPU'}",
+        )
+
+    def _fresh(self, refs: Iterable[ImageRef], index: ResumeIndex) -> Iterator[ImageRef]:
+        for ref in refs:
+            status = index.status(ref)
+            if status == "done":
+                self.result.skipped += 1
+                continue
+            if status == "changed":
+                self.sink.supersede(ref.key)
+            yield ref
+
+    def _rows(self, decoded: list[Decoded]) -> list[Row]:
+        ok = [d for d in decoded if d.error is None]
+        probs = iter(self.detector.predict(self.decoder.stack(ok)) if ok else np.empty(0))
+        rows = []
+        for d in decoded:
+            if d.error is not None:
+                rows.append(Row(d.ref, None, None, d.error, d.width, d.height))
+                self.result.errors += 1
+                continue
+            p = float(next(probs))
+            label = "ai" if p >= self.threshold else "real"
+            setattr(self.result, label, getattr(self.result, label) + 1)
+            rows.append(Row(d.ref, label, p, None, d.width, d.height))
+        return rows
+
+    def run(self) -> ScanResult:
+        index = self.sink.open(self.opts.overwrite)
+        stats = WalkStats()
+        start = time.monotonic()
+        pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
+        refs = self._fresh(list_refs(self.opts, stats), index)
+        encoded = bounded_map(lambda r: load(r, self.opts.max_pixels), refs, pool, self.opts.read_workers * 4)
+        reader = _Stage("read", batched(encoded, self.opts.batch_size), lambda batch: batch, depth=2)
+        decoder = _Stage("decode", reader, self.decoder.decode, depth=2)
+        reader.start()
+        decoder.start()
+        try:
+            with self._progress() as progress:
+                task = progress.add_task("scanning", total=None)
+                for decoded in decoder:
+                    self.sink.write(self._rows(decoded))
+                    self.result.scanned += len(decoded)
+                    self._update(progress, task, stats)
+        finally:
+            reader.stop.set()
+            decoder.stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.sink.close()
+            self.result.seconds = time.monotonic() - start
+            self.result.ignored = stats.ignored
+            self.result.unreadable_dirs = stats.unreadable_dirs
+        if self.to_stdout:
+            self._emit_stdout()
+        return self.result
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=self.opts.quiet or not self.console.is_terminal,
+        )
+
+    def _update(self, progress: Progress, task: TaskID, stats: WalkStats) -> None:
+        total = stats.listed - self.result.skipped
+        elapsed = max(time.monotonic() - progress.tasks[0].start_time if progress.tasks[0].start_time else 0, 1e-6)
+        progress.update(
+            task,
+            completed=self.result.scanned,
+            total=total if stats.done else max(total, self.result.scanned + 1),
+            description="scanning" if stats.done else "scanning (listing…)",
+            rate=f"{self.result.scanned / elapsed:.1f} img/s",
+        )
+
+    def _emit_stdout(self) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(self.sink.folder, schema=None) if self.sink.written else None
+            if table is None:
+                from aidetect.sink import SCHEMA
+
+                table = SCHEMA.empty_table()
+            pq.write_table(table, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        finally:
+            shutil.rmtree(self.sink.folder, ignore_errors=True)
+
+
+def summary_lines(result: ScanResult) -> list[str]:
+    lines = [
+        f"scanned {result.scanned} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
+        f"with {result.model} on {result.runtime} ({result.decoder})",
+        f"  {result.real} real, {result.ai} ai, {result.errors} errors; {result.skipped} skipped "
+        f"(already in the output, unchanged), {result.ignored} ignored (not images)",
+    ]
+    if result.unreadable_dirs:
+        lines.append(f"  {len(result.unreadable_dirs)} folders could not be listed, e.g. {result.unreadable_dirs[0]}")
+    if result.output != STDOUT:
+        lines.append(f"  results: {result.output}  (pandas.read_parquet({result.output!r}))")
+    return lines
+
+
+def run_cli_scan(opts: ScanOptions) -> int:
+    """Run a scan for the CLI: native log noise filtered, one-line errors, exit code."""
+    from aidetect.infer import DeviceError
+    from aidetect.native_log import filtered_stderr
+    from aidetect.sink import OutputError
+
+    with filtered_stderr() as err:
+        console = Console(file=err, stderr=True)
+        try:
+            result = Scanner(opts, console).run()
+        except (SourceError, ModelError, DeviceError, OutputError) as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+            return 2
+        except KeyboardInterrupt:
+            console.print("interrupted: finished rows are in the output; run the same command to resume")
+            return 130
+        except OSError as exc:
+            console.print(
+                f"[red]error:[/] {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}", highlight=False
+            )
+            return 1
+        if not opts.quiet:
+            for line in summary_lines(result):
+                console.print(line, highlight=False, soft_wrap=True)
+    return 0

@@ -1,0 +1,125 @@
+"""Sources: turn what the user named (folders, files) into a stream of `ImageRef`s.
+
+The walk streams: it never lists a whole tree before yielding, so a folder of a
+million files starts producing verdicts at once and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from PIL import features
+
+BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+def _optional_extensions() -> frozenset[str]:
+    """HEIC/HEIF/AVIF count only where a decoder for them is installed."""
+    extra: set[str] = set()
+    if features.check("avif"):
+        extra.add(".avif")
+    try:
+        import pillow_heif  # noqa: F401
+
+        extra |= {".heic", ".heif"}
+    except ImportError:
+        pass
+    return frozenset(extra)
+
+
+IMAGE_EXTENSIONS = BASE_EXTENSIONS | _optional_extensions()
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def display_path(path: str) -> str:
+    """A valid UTF-8 form of an OS path (undecodable bytes become \\xNN escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """One image to scan: where it is and what identifies this version of it."""
+
+    path: str  # what the reader opens (OS path or URI)
+    key: str  # what the output shows: absolute path or URI, valid UTF-8
+    size: int | None  # bytes; None when the listing could not stat it
+    mtime_ns: int | None
+    etag: str | None = None
+
+
+@dataclass
+class WalkStats:
+    """Counts a source keeps while it lists, read by the runner for its summary."""
+
+    listed: int = 0
+    ignored: int = 0
+    unreadable_dirs: list[str] = field(default_factory=list)
+    done: bool = False
+
+
+def _file_ref(path: str) -> ImageRef:
+    try:
+        st = os.stat(path)
+        size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime = None, None
+    return ImageRef(path=path, key=display_path(path), size=size, mtime_ns=mtime)
+
+
+def walk_images(root: str, recursive: bool = True, stats: WalkStats | None = None) -> Iterator[ImageRef]:
+    """Yield every image file under `root` (or `root` itself when it is a file).
+
+    Directory symlinks are followed, but each real directory is visited once, so a
+    symlink loop cannot hang the walk.
+    """
+    stats = stats if stats is not None else WalkStats()
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        stats.listed += 1
+        yield _file_ref(root)
+        return
+    seen: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = os.scandir(folder)
+        except OSError:
+            stats.unreadable_dirs.append(display_path(folder))
+            continue
+        subfolders = []
+        with entries:
+            for entry in entries:
+                if _is_dir(entry):
+                    if recursive:
+                        subfolders.append(entry.path)
+                elif is_image_name(entry.name) and _is_file_or_broken_link(entry):
+                    stats.listed += 1
+                    yield _file_ref(entry.path)
+                else:
+                    stats.ignored += 1
+        pending.extend(sorted(subfolders, reverse=True))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _is_file_or_broken_link(entry: os.DirEntry) -> bool:
+    """Regular files, and dangling links (they become "file not found" rows); never FIFOs or devices."""
+    try:
+        return entry.is_file(follow_symlinks=True) or (entry.is_symlink() and not os.path.exists(entry.path))
+    except OSError:
+        return False

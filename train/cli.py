@@ -1,0 +1,140 @@
+"""`aidetect train` and `aidetect export`: option parsing only; the work is in loop.py and export.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+# torch and timm are imported inside the commands, so `aidetect scan` never pays for them.
+
+console = Console(stderr=True)
+
+
+def train(
+    data: Path = typer.Argument(
+        ...,
+        help="Labelled images: real/ and fake/ (or human/ and ai/) subfolders, optionally inside train/, val/ and test/.",
+    ),
+    output: Path = typer.Option(
+        Path("model.onnx"),
+        "-o",
+        "--output",
+        help="ONNX file to write; checkpoints and metrics.jsonl go to OUTPUT's stem + '.run/' beside it.",
+    ),
+    arch: str = typer.Option("coatnet_2_rw_224", help="Any timm CoAtNet/MaxViT name; created with random weights."),
+    img_size: int = typer.Option(224, help="Square model input, in pixels."),
+    stem_stride: int = typer.Option(
+        2, help="1 keeps full resolution in the stem (costs about 4x compute; for small inputs)."
+    ),
+    epochs: int = typer.Option(15, help="Training epochs (cosine schedule over all of them)."),
+    batch_size: int = typer.Option(32, help="Images per optimiser step."),
+    lr: float = typer.Option(1e-3, help="Peak LAMB learning rate."),
+    weight_decay: float = typer.Option(0.05, help="LAMB weight decay."),
+    warmup_epochs: int = typer.Option(0, help="Linear warm-up epochs before the cosine decay."),
+    label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
+    val_split: float = typer.Option(
+        0.05, help="Fraction of train held out (stratified, seeded) when DATA has no val/."
+    ),
+    test: Path | None = typer.Option(
+        None, help="A labelled folder to test on at the end (default: DATA's test/ split)."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu or gpu (bf16 autocast and channels_last on the GPU)."),
+    workers: int = typer.Option(2, help="Processes that decode images."),
+    resume: Path | None = typer.Option(None, help="A checkpoint (OUTPUT's run folder/last.pt) to continue exactly."),
+    seed: int = typer.Option(0, help="Seed for the split, the shuffling and the weights."),
+    crop_padding: int = typer.Option(4, help="Random-crop padding in pixels (reflect); 0 crops without padding."),
+    aug_jpeg: float = typer.Option(0.0, help="Robustness: probability of a JPEG re-encode at quality 50-95."),
+    aug_rescale: float = typer.Option(0.0, help="Robustness: probability of a 0.5-0.9x down- and up-scale."),
+    aug_blur: float = typer.Option(0.0, help="Robustness: probability of a slight Gaussian blur."),
+    cache_gb: float = typer.Option(
+        4.0, help="Decode the whole data set into memory first when it needs less than this."
+    ),
+) -> None:
+    """Train a CoAtNet real-vs-AI classifier from scratch (cross-entropy, LAMB, cosine) and export it to ONNX."""
+    from train.data import DataError
+    from train.export import ExportError
+    from train.loop import Augment, TrainConfig
+
+    cfg = TrainConfig(
+        data=str(data),
+        output=str(output),
+        arch=arch,
+        img_size=img_size,
+        stem_stride=stem_stride,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        val_split=val_split,
+        test=str(test) if test else None,
+        device=device,
+        workers=workers,
+        seed=seed,
+        cache_gb=cache_gb,
+        augment=Augment(crop_padding=crop_padding, jpeg=aug_jpeg, rescale=aug_rescale, blur=aug_blur),
+    )
+    try:
+        run_training(cfg, str(resume) if resume else None)
+    except (DataError, ExportError, ValueError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def run_training(cfg, resume: str | None = None) -> dict:
+    """Find the data, train, test and export; returns the exported model's metadata."""
+    from train.data import find_splits, labelled_items
+    from train.export import export_checkpoint
+    from train.loop import Trainer
+
+    splits = find_splits(cfg.data, cfg.val_split, cfg.seed)
+    if cfg.test:
+        splits.test = labelled_items(cfg.test)
+    _print_counts(splits.counts(), splits.val_held_out, cfg.val_split)
+    trainer = Trainer(cfg, splits, console)
+    if resume:
+        trainer.load(resume)
+        console.print(f"resuming after epoch {trainer.epoch} from {resume}")
+    trainer.make_datasets()
+    console.print(f"training {cfg.arch} at {cfg.img_size}px on {trainer.device.type} for {cfg.epochs} epochs")
+    trainer.fit()
+    best_path = str(trainer.run_dir / "best.pt")
+    test_metrics = None
+    if "test" in trainer.datasets:
+        trainer.load(best_path)
+        test_metrics = trainer.evaluate("test")
+        console.print(
+            f"test: accuracy {test_metrics['accuracy']:.4f}  F1 {test_metrics['f1']:.4f}  "
+            f"loss {test_metrics['loss']:.4f}  ROC-AUC {_f(test_metrics['roc_auc'])}  confusion {test_metrics['confusion']}"
+        )
+    metadata = export_checkpoint(best_path, cfg.output, test_metrics)
+    console.print(f"wrote {cfg.output} (best epoch {metadata['metrics']['val'].get('epoch')})")
+    return metadata
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _print_counts(counts: dict, held_out: bool, fraction: float) -> None:
+    for split, per_class in counts.items():
+        note = f" (held out {fraction:.0%} of train)" if split == "val" and held_out else ""
+        console.print(f"{split}: " + ", ".join(f"{n} {name}" for name, n in per_class.items()) + note)
+
+
+def export(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (best.pt or last.pt)."),
+    output: Path = typer.Option(Path("model.onnx"), "-o", "--output", help="ONNX file to write."),
+) -> None:
+    """Export a training checkpoint to one self-describing ONNX file (checked against PyTorch)."""
+    from train.export import ExportError, export_checkpoint
+
+    try:
+        metadata = export_checkpoint(str(checkpoint), str(output))
+    except (OSError, KeyError, ExportError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] cannot export {checkpoint}: {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {output} ({metadata['name']}, input {metadata['preprocess']['input_size']}px)")

@@ -1,0 +1,207 @@
+"""Training data: find the labelled layout, split it, and load images as uint8 tensors.
+
+Images go through `aidetect.preprocess` (the scanner's own definition), so the
+evaluation tensors here are the ones `aidetect scan` produces for the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from aidetect.preprocess import Preprocess, center_crop, open_rgb, resized_rgb
+from aidetect.sources import walk_images
+
+CLASS_NAMES = ("real", "ai")  # output index 0 is real, 1 is AI-generated
+CLASS_ALIASES = {"real": 0, "human": 0, "fake": 1, "ai": 1}
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """A data set that cannot be trained or evaluated on; the message says why."""
+
+
+Item = tuple[str, int]  # (path, class index)
+
+
+@dataclass
+class Splits:
+    train: list[Item]
+    val: list[Item] = field(default_factory=list)
+    test: list[Item] = field(default_factory=list)
+    val_held_out: bool = False  # True when val was carved out of train
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {name: class_counts(getattr(self, name)) for name in SPLIT_NAMES if getattr(self, name)}
+
+
+def class_counts(items: Sequence[Item]) -> dict[str, int]:
+    counts = dict.fromkeys(CLASS_NAMES, 0)
+    for _, label in items:
+        counts[CLASS_NAMES[label]] += 1
+    return counts
+
+
+def _subdirs(folder: str) -> dict[str, str]:
+    return {e.name.lower(): e.path for e in os.scandir(folder) if e.is_dir()}
+
+
+def labelled_items(folder: str) -> list[Item]:
+    """Every image under real/fake (ai/human) subfolders of `folder`, sorted."""
+    items: list[Item] = []
+    found: set[int] = set()
+    for name, path in _subdirs(folder).items():
+        if name in CLASS_ALIASES:
+            label = CLASS_ALIASES[name]
+            found.add(label)
+            items += [(ref.path, label) for ref in walk_images(path)]
+    if not found:
+        raise DataError(f"{folder}: no class folders; expected subfolders named real/fake (or human/ai)")
+    for label in (0, 1):
+        if label not in found:
+            raise DataError(f"{folder}: only one class; a '{CLASS_NAMES[label]}' folder is missing")
+    for label, count in class_counts(items).items():
+        if count == 0:
+            raise DataError(f"{folder}: the '{label}' class has no images")
+    return sorted(items)
+
+
+def find_splits(root: str, val_split: float = 0.05, seed: int = 0) -> Splits:
+    """Read DATA as class folders, or as train/val/test splits of class folders."""
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: not a folder")
+    subdirs = _subdirs(root)
+    if "train" in subdirs:
+        splits = Splits(train=labelled_items(subdirs["train"]))
+        if "val" in subdirs:
+            splits.val = labelled_items(subdirs["val"])
+        if "test" in subdirs:
+            splits.test = labelled_items(subdirs["test"])
+    else:
+        splits = Splits(train=labelled_items(root))
+    if not splits.val and val_split > 0:
+        splits.train, splits.val = stratified_split(splits.train, val_split, seed)
+        splits.val_held_out = True
+    return splits
+
+
+def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """Hold out `fraction` of each class, chosen by a seeded shuffle."""
+    rng = random.Random(seed)
+    keep, held = [], []
+    for label in (0, 1):
+        group = [it for it in items if it[1] == label]
+        rng.shuffle(group)
+        n_held = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        held += group[:n_held]
+        keep += group[n_held:]
+    return sorted(keep), sorted(held)
+
+
+def fingerprint(items: Sequence[Item]) -> str:
+    """A short hash of the (relative file name, label) list, to tell data sets apart."""
+    digest = hashlib.sha256()
+    for path, label in items:
+        digest.update(f"{os.path.basename(path)}\t{label}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
+# ---- loading -----------------------------------------------------------------------
+
+
+def _load_resized(args: tuple[str, Preprocess]) -> np.ndarray | str:
+    path, pre = args
+    try:
+        return resized_rgb(open_rgb(path), pre)
+    except Exception as exc:  # any decode failure is reported per file, not fatal
+        return f"{type(exc).__name__}: {exc}"
+
+
+def preload(items: Sequence[Item], pre: Preprocess, workers: int) -> tuple[list[np.ndarray], list[str]]:
+    """Decode and resize every image once, in parallel; return arrays and unreadable paths."""
+    jobs = [(path, pre) for path, _ in items]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_load_resized, jobs, chunksize=256))
+    else:
+        results = [_load_resized(job) for job in jobs]
+    bad = [path for (path, _), r in zip(items, results) if isinstance(r, str)]
+    return [r for r in results if not isinstance(r, str)], bad
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation: the seed's random crop + flip, plus optional robustness ones."""
+
+    crop_padding: int = 4
+    flip: bool = True
+    jpeg: float = 0.0  # probability of re-encoding as JPEG at quality 50-95
+    rescale: float = 0.0  # probability of down- then up-scaling by 0.5-0.9
+    blur: float = 0.0  # probability of a slight Gaussian blur
+
+
+def _robustness(array: np.ndarray, aug: Augment, rng: random.Random) -> np.ndarray:
+    if not (aug.jpeg or aug.rescale or aug.blur):
+        return array
+    image = Image.fromarray(array)
+    if rng.random() < aug.rescale:
+        factor = rng.uniform(0.5, 0.9)
+        small = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        image = image.resize(small, Image.BILINEAR).resize(array.shape[1::-1], Image.BILINEAR)
+    if rng.random() < aug.blur:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    if rng.random() < aug.jpeg:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=rng.randint(50, 95))
+        image = Image.open(buf).convert("RGB")
+    return np.asarray(image)
+
+
+def random_crop(array: np.ndarray, size: int, padding: int, rng: random.Random) -> np.ndarray:
+    if padding:
+        array = np.pad(array, ((padding, padding), (padding, padding), (0, 0)), mode="reflect")
+    top = rng.randint(0, array.shape[0] - size)
+    left = rng.randint(0, array.shape[1] - size)
+    return array[top : top + size, left : left + size]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """(uint8 CHW tensor, label) pairs; normalisation happens on the batch, on the device."""
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        pre: Preprocess,
+        train: bool,
+        aug: Augment | None = None,
+        cache: list[np.ndarray] | None = None,
+    ) -> None:
+        self.items, self.pre, self.train = list(items), pre, train
+        self.aug = aug or Augment()
+        self.cache = cache
+        self.epoch_seed = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[index]
+        array = self.cache[index] if self.cache is not None else resized_rgb(open_rgb(path), self.pre)
+        if self.train:
+            rng = random.Random(hash((self.epoch_seed, index)))
+            array = _robustness(array, self.aug, rng)
+            array = random_crop(array, self.pre.input_size, self.aug.crop_padding, rng)
+            if self.aug.flip and rng.random() < 0.5:
+                array = array[:, ::-1]
+        else:
+            array = center_crop(array, self.pre)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), label

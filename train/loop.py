@@ -1,0 +1,314 @@
+"""The training loop: the seed's recipe (cross-entropy, LAMB, cosine), with per-epoch metrics,
+best-by-val checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import timm.optim
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from aidetect.metrics import summarize
+from aidetect.preprocess import Preprocess
+from train.data import CLASS_NAMES, Augment, DataError, ImageDataset, Splits, fingerprint, preload
+from train.model import create_detector
+
+UNREADABLE_LIMIT = 0.01  # refuse a data set when more than this fraction will not decode
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    output: str = "model.onnx"
+    arch: str = "coatnet_2_rw_224"
+    img_size: int = 224
+    stem_stride: int = 2
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    val_split: float = 0.05
+    test: str | None = None
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    cache_gb: float = 4.0
+    augment: Augment = field(default_factory=Augment)
+    max_train_images: int | None = None
+
+    def run_dir(self) -> Path:
+        """Checkpoints and metrics.jsonl live beside the ONNX output."""
+        out = Path(self.output)
+        return out.parent / f"{out.stem}.run"
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "gpu" or choice == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device gpu: no usable CUDA GPU on this machine")
+        return torch.device("cuda")
+    if choice == "cpu":
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(arch: str, img_size: int, stem_stride: int) -> torch.nn.Module:
+    """A stem stride of 1 keeps full resolution in the first stage (fine texture matters here);
+    the model is then built for twice the input so its attention tables match the feature maps."""
+    if stem_stride not in (1, 2):
+        raise ValueError("--stem-stride must be 1 or 2")
+    model = create_detector(arch, img_size * (2 // stem_stride))
+    if stem_stride == 1:
+        model.stem.conv1.stride = (1, 1)
+    return model
+
+
+class Trainer:
+    """Owns the model, optimiser, scheduler and data of one training run."""
+
+    def __init__(self, cfg: TrainConfig, splits: Splits, console: Console) -> None:
+        self.cfg, self.splits, self.console = cfg, splits, console
+        self.device = pick_device(cfg.device)
+        self.pre = Preprocess(input_size=cfg.img_size, resize_size=cfg.img_size)
+        _seed_everything(cfg.seed)
+        self.model = build_model(cfg.arch, cfg.img_size, cfg.stem_stride).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = timm.optim.create_optimizer_v2(self.model, "lamb", lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = _make_scheduler(self.optimizer, cfg)
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.epoch = 0
+        self.best: dict | None = None
+        self.mean = torch.tensor(self.pre.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(self.pre.std, device=self.device).view(1, 3, 1, 1) * 255
+        self.run_dir = cfg.run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- data ---------------------------------------------------------------------
+
+    def make_datasets(self) -> None:
+        """Decode everything once into memory when it fits, else stream from disk per batch."""
+        splits = self.splits
+        named = [("train", splits.train), ("val", splits.val), ("test", splits.test)]
+        total = sum(len(items) for _, items in named)
+        est_gb = total * self.pre.resize_size**2 * 3 * 1.5 / 1e9
+        self.datasets: dict[str, ImageDataset] = {}
+        for name, items in named:
+            if not items:
+                continue
+            cache = None
+            if est_gb <= self.cfg.cache_gb:
+                start = time.time()
+                cache, bad = preload(items, self.pre, max(1, self.cfg.workers))
+                items = _drop_unreadable(items, bad, name)
+                self.console.print(f"[dim]{name}: decoded {len(items)} images in {time.time() - start:.0f}s[/]")
+            self.datasets[name] = ImageDataset(
+                items, self.pre, train=name == "train", aug=self.cfg.augment, cache=cache
+            )
+
+    def _loader(self, name: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        ds = self.datasets[name]
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)
+        streaming = ds.cache is None
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=self.cfg.workers if streaming else 0,
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+        )
+
+    def _to_input(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True).float()
+        images = (images - self.mean) / self.std
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # ---- loop -----------------------------------------------------------------------
+
+    def train_epoch(self, progress: Progress) -> tuple[float, float]:
+        self.model.train()
+        ds = self.datasets["train"]
+        ds.epoch_seed = self.cfg.seed * 1000 + self.epoch
+        loader = self._loader("train", shuffle=True)
+        limit = self.cfg.max_train_images or len(ds)
+        task = progress.add_task(f"epoch {self.epoch + 1}/{self.cfg.epochs}", total=min(limit, len(ds)))
+        total_loss, seen, start = 0.0, 0, time.time()
+        for images, labels in loader:
+            inputs, labels = self._to_input(images), labels.to(self.device)
+            with self._autocast():
+                loss = self.loss_fn(self.model(inputs), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.item() * len(labels)
+            seen += len(labels)
+            progress.update(
+                task, advance=len(labels), description=f"epoch {self.epoch + 1} loss {total_loss / seen:.4f}"
+            )
+            if seen >= limit:
+                break
+        progress.remove_task(task)
+        return total_loss / max(seen, 1), seen / (time.time() - start)
+
+    @torch.no_grad()
+    def evaluate(self, name: str) -> dict:
+        self.model.eval()
+        probs, labels_all, loss_sum = [], [], 0.0
+        for images, labels in self._loader(name, shuffle=False):
+            with self._autocast():
+                logits = self.model(self._to_input(images)).float()
+            loss_sum += torch.nn.functional.cross_entropy(logits, labels.to(self.device), reduction="sum").item()
+            probs.append(torch.softmax(logits, 1)[:, 1].cpu().numpy())
+            labels_all.append(labels.numpy())
+        scores, labels = np.concatenate(probs), np.concatenate(labels_all)
+        result = summarize(labels, scores)
+        result["loss"] = loss_sum / max(len(labels), 1)
+        return result
+
+    def fit(self) -> dict:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        ) as progress:
+            while self.epoch < self.cfg.epochs:
+                lr = self.optimizer.param_groups[0]["lr"]
+                train_loss, speed = self.train_epoch(progress)
+                self.scheduler.step()  # after the epoch's optimizer steps, as PyTorch expects
+                val = self.evaluate("val") if "val" in self.datasets else {}
+                self.epoch += 1
+                record = {
+                    "epoch": self.epoch,
+                    "train_loss": train_loss,
+                    "lr": lr,
+                    "images_per_s": speed,
+                    **{f"val_{k}": v for k, v in val.items() if k != "confusion"},
+                }
+                self._log(record)
+                self._checkpoint(record)
+        return self.best or {}
+
+    # ---- bookkeeping ------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        table = Table(show_header=True, header_style="bold", box=None)
+        cols = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "val_roc_auc", "lr", "images_per_s"]
+        for col in cols:
+            table.add_column(col.replace("_", " "), justify="right")
+        table.add_row(*[_fmt(record.get(c)) for c in cols])
+        self.console.print(table)
+
+    def _is_better(self, record: dict) -> bool:
+        if self.best is None:
+            return True
+        key = lambda r: (r.get("val_accuracy", 0.0), -r.get("val_loss", r["train_loss"]))  # noqa: E731
+        return key(record) > key(self.best)
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "config": _config_dict(self.cfg),
+            "preprocess": self.pre.to_dict(),
+            "rng": _rng_state(),
+            "data": {"counts": self.splits.counts(), "fingerprint": fingerprint(self.splits.train)},
+        }
+
+    def _checkpoint(self, record: dict) -> None:
+        if self._is_better(record):
+            self.best = record
+            _atomic_save(self.state(), self.run_dir / "best.pt")
+        _atomic_save(self.state(), self.run_dir / "last.pt")
+
+    def load(self, path: str) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.best = state["epoch"], state["best"]
+        _set_rng_state(state["rng"])
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1000 else f"{value:.4f}"
+    return str(value)
+
+
+def _drop_unreadable(items: list, bad: list[str], split: str) -> list:
+    if not bad:
+        return items
+    if len(bad) > UNREADABLE_LIMIT * len(items):
+        listing = "\n  ".join(bad[:20]) + ("\n  …" if len(bad) > 20 else "")
+        raise DataError(f"{split}: {len(bad)} of {len(items)} images cannot be read:\n  {listing}")
+    bad_set = set(bad)
+    return [it for it in items if it[0] not in bad_set]
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs - cfg.warmup_epochs))
+    if cfg.warmup_epochs <= 0:
+        return cosine
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg.warmup_epochs)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[cfg.warmup_epochs])
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    data = asdict(cfg)
+    data["class_names"] = list(CLASS_NAMES)
+    return data
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

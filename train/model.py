@@ -1,0 +1,17 @@
+"""Model factory: timm CoAtNet/MaxViT with two outputs, random weights (nothing downloaded)."""
+
+from __future__ import annotations
+
+import timm
+import torch
+
+DEFAULT_ARCH = "coatnet_2_rw_224"
+
+
+def create_detector(arch: str, img_size: int) -> torch.nn.Module:
+    """A two-class timm model; `img_size` fixes CoAtNet's relative-position tables."""
+    if not any(arch.startswith(p) for p in ("coatnet", "maxvit", "maxxvit", "coatnext")):
+        raise ValueError(f"--arch {arch}: only timm CoAtNet/MaxViT models are supported")
+    if arch not in timm.list_models():
+        raise ValueError(f"--arch {arch}: timm has no such model (try `timm.list_models('coatnet*')`)")
+    return timm.create_model(arch, pretrained=False, num_classes=2, img_size=img_size)
