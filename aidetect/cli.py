@@ -67,16 +67,19 @@ def scan(
     raise typer.Exit(run_cli_scan(opts))
 
 
-def _register_training() -> None:
-    """Training commands need the `train` extra; without it they answer with one line saying so."""
+def missing_training_packages() -> list[str]:
     import importlib.util
 
+    return [m for m in ("torch", "timm", "onnx") if importlib.util.find_spec(m) is None]
+
+
+def register_training(target: typer.Typer, missing: list[str]) -> None:
+    """Training commands need the `train` extra; without it they answer with one line saying so."""
     from train.cli import export, train
 
-    missing = [m for m in ("torch", "timm", "onnx") if importlib.util.find_spec(m) is None]
     if not missing:
-        app.command("train")(train)
-        app.command("export")(export)
+        target.command("train")(train)
+        target.command("export")(export)
         return
 
     def unavailable(ctx: typer.Context) -> None:
@@ -89,10 +92,10 @@ def _register_training() -> None:
 
     settings = {"ignore_unknown_options": True, "allow_extra_args": True}
     for name in ("train", "export"):
-        app.command(name, context_settings=settings, help=f"(needs aidetect[train]) {name} a detector.")(unavailable)
+        target.command(name, context_settings=settings, help=f"(needs aidetect[train]) {name} a detector.")(unavailable)
 
 
-_register_training()
+register_training(app, missing_training_packages())
 
 
 def main() -> None:

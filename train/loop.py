@@ -183,7 +183,8 @@ class Trainer:
         result["loss"] = loss_sum / max(len(labels), 1)
         return result
 
-    def fit(self) -> dict:
+    def fit(self, until: int | None = None) -> dict:
+        """Train up to epoch `until` (default: all); checkpoints make any stop resumable."""
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -192,7 +193,7 @@ class Trainer:
             console=self.console,
             transient=True,
         ) as progress:
-            while self.epoch < self.cfg.epochs:
+            while self.epoch < min(self.cfg.epochs, until or self.cfg.epochs):
                 lr = self.optimizer.param_groups[0]["lr"]
                 train_loss, speed = self.train_epoch(progress)
                 self.scheduler.step()  # after the epoch's optimizer steps, as PyTorch expects

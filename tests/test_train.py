@@ -1,0 +1,233 @@
+"""Training: layouts, the tiny end-to-end run, exact resume, export, and train/scan parity."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+import typer
+from conftest import TINY_ARCH, run_cli
+from images import encode, jpeg, photo
+from typer.testing import CliRunner
+
+from aidetect.decode import BatchDecoder, probe
+from aidetect.preprocess import Preprocess, reference_input
+from aidetect.sources import ImageRef
+from train.data import DataError, find_splits
+from train.export import ExportError, check_parity
+from train.loop import TrainConfig, Trainer
+
+METADATA_KEYS = {
+    "arch",
+    "preprocess",
+    "class_names",
+    "ai_index",
+    "threshold",
+    "training",
+    "metrics",
+    "aidetect_version",
+}
+
+
+def make_labelled(root: Path, per_class: int = 12, size: int = 40) -> Path:
+    """Real images are noisy photos, fakes are smooth: a difference a tiny model can learn."""
+    for label in ("REAL", "FAKE"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            arr = photo(size, size, seed=i + (1000 if label == "FAKE" else 0))
+            if label == "FAKE":
+                arr = (arr.astype(np.float32) * 0.3 + 90).astype(np.uint8)
+            (root / label / f"{i:03d} ({i % 10}).jpg").write_bytes(encode(arr, "JPEG", quality=95))
+    return root
+
+
+def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data),
+        output=str(out),
+        arch=TINY_ARCH,
+        img_size=32,
+        epochs=2,
+        batch_size=8,
+        workers=1,
+        val_split=0.25,
+        lr=2e-3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+# ---- data layouts ----------------------------------------------------------------------
+
+
+def test_layouts_and_counts(tmp_path):
+    flat = make_labelled(tmp_path / "flat", per_class=10)
+    splits = find_splits(str(flat), val_split=0.2, seed=1)
+    assert splits.counts() == {"train": {"real": 8, "ai": 8}, "val": {"real": 2, "ai": 2}}
+    assert splits.val == find_splits(str(flat), val_split=0.2, seed=1).val  # seeded
+    nested = tmp_path / "nested"
+    make_labelled(nested / "train", per_class=6)
+    make_labelled(nested / "test", per_class=3)
+    make_labelled(nested / "val", per_class=2)
+    splits = find_splits(str(nested))
+    assert splits.counts() == {s: {"real": n, "ai": n} for s, n in (("train", 6), ("val", 2), ("test", 3))}
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({"real": 3}, "only one class"),
+        ({"real": 3, "fake": 0}, "'ai' class has no images"),
+        ({"cats": 3, "dogs": 3}, "no class folders"),
+    ],
+)
+def test_bad_layouts_are_refused_clearly(tmp_path, layout, message):
+    for name, count in layout.items():
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"{i}.jpg").write_bytes(jpeg(seed=i))
+    with pytest.raises(DataError, match=message):
+        find_splits(str(tmp_path))
+
+
+def test_unreadable_files_beyond_a_small_fraction_are_listed(tmp_path):
+    data = make_labelled(tmp_path / "d", per_class=6)
+    (data / "REAL" / "broken.jpg").write_bytes(b"garbage")
+    proc = run_cli(
+        "train",
+        str(data),
+        "-o",
+        str(tmp_path / "m.onnx"),
+        "--arch",
+        TINY_ARCH,
+        "--img-size",
+        "32",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "cannot be read" in err and "broken.jpg" in err and "Traceback" not in err
+
+
+def test_train_without_the_extra_says_what_to_install():
+    from aidetect.cli import register_training
+
+    app = typer.Typer()
+    register_training(app, ["torch"])
+    result = CliRunner().invoke(app, ["train", "data"])
+    assert result.exit_code == 2 and "pip install 'aidetect[train]'" in result.output
+
+
+# ---- the tiny run end to end -------------------------------------------------------------
+
+
+def test_tiny_training_run_end_to_end(tmp_path):
+    data = tmp_path / "data"
+    make_labelled(data / "train", per_class=12)
+    make_labelled(data / "test", per_class=4)
+    out = tmp_path / "model.onnx"
+    proc = run_cli(
+        "train",
+        str(data),
+        "-o",
+        str(out),
+        "--arch",
+        TINY_ARCH,
+        "--img-size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--val-split",
+        "0.25",
+        "--lr",
+        "2e-3",
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "train: 9 real, 9 ai" in err and "val: 3 real, 3 ai" in err and "test: accuracy" in err
+    assert "lr_scheduler.step()" not in err
+    records = [json.loads(line) for line in (tmp_path / "model.run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "val_accuracy", "val_loss", "val_f1", "val_roc_auc", "lr", "images_per_s"):
+        assert key in records[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.onnx", "model.run"]  # no .onnx.data
+    proto = onnx.load(str(out))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["aidetect"])
+    assert METADATA_KEYS <= set(meta)
+    assert meta["class_names"] == ["real", "ai"] and meta["preprocess"]["input_size"] == 32
+    assert meta["training"]["data"]["counts"]["train"] == {"real": 9, "ai": 9}
+    assert meta["metrics"]["test"]["count"] == 8 and "confusion" in meta["metrics"]["test"]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+
+    scan_out = tmp_path / "verdicts.parquet"
+    scan = run_cli("scan", str(data / "test"), "-o", str(scan_out), "--model", str(out))
+    assert scan.returncode == 0, scan.stderr
+    df = pd.read_parquet(scan_out)
+    assert len(df) == 8 and df.error.isna().all()
+
+    exported = tmp_path / "again.onnx"
+    again = run_cli("export", str(tmp_path / "model.run" / "best.pt"), "-o", str(exported))
+    assert again.returncode == 0 and exported.is_file()
+
+
+def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
+    data = make_labelled(tmp_path / "d", per_class=8)
+    splits = find_splits(str(data), 0.25, 0)
+    console = __import__("rich.console").console.Console(quiet=True)
+
+    straight = Trainer(tiny_config(data, tmp_path / "a.onnx"), splits, console)
+    straight.make_datasets()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        straight.fit()
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+
+    first = Trainer(tiny_config(data, tmp_path / "b.onnx"), splits, console)
+    first.make_datasets()
+    first.fit(until=1)
+    resumed = Trainer(tiny_config(data, tmp_path / "b.onnx"), splits, console)
+    resumed.load(str(tmp_path / "b.run" / "last.pt"))
+    assert resumed.epoch == 1
+    resumed.make_datasets()
+    resumed.fit()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b), name
+
+
+def test_export_parity_check_catches_a_mismatch(tmp_path, model_path):
+    from train.loop import build_model
+
+    other = build_model(TINY_ARCH, 32, 2).eval()
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        check_parity(other, model_path, 32)
+
+
+# ---- train/scan preprocessing parity -------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_training_and_scan_preprocessing_agree(size):
+    pre = Preprocess(size, size)
+    cases = {}
+    for h, w in [(20, 30), (48, 64), (300, 400), (size, size), (401, 299)]:
+        cases[f"jpeg {h}x{w}"] = jpeg(h, w, seed=h)
+        cases[f"png {h}x{w}"] = encode(photo(h, w, seed=w), "PNG")
+        cases[f"rotated jpeg {h}x{w}"] = jpeg(h, w, seed=h, orientation=6)
+    items = [probe(ImageRef(k, k, 0, 0), v) for k, v in cases.items()]
+    for item, decoded in zip(items, BatchDecoder(pre, 8).decode(items)):
+        train_tensor = pre.normalize(reference_input(item.data, pre)[None])
+        scan_tensor = pre.normalize(decoded.pixels[None])
+        diff = np.abs(train_tensor - scan_tensor) * 0.226 * 255  # back to 8-bit levels
+        assert diff.mean() < 0.5 and diff.max() < 6, (item.ref.key, diff.mean(), diff.max())
