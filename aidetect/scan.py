@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, load
 from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
@@ -60,6 +61,9 @@ class ScanResult:
     ignored: int = 0
     seconds: float = 0.0
     unreadable_dirs: list[str] = field(default_factory=list)
+    preview: list[Row] = field(default_factory=list)  # the first rows, shown for small scans
+
+    PREVIEW_ROWS = 20
 
     @property
     def images_per_s(self) -> float:
@@ -224,6 +228,8 @@ class Scanner:
             label = "ai" if p >= self.threshold else "real"
             setattr(self.result, label, getattr(self.result, label) + 1)
             rows.append(Row(d.ref, label, p, None, d.width, d.height))
+        room = ScanResult.PREVIEW_ROWS + 1 - len(self.result.preview)
+        self.result.preview.extend(rows[: max(room, 0)])
         return rows
 
     def run(self) -> ScanResult:
@@ -294,6 +300,18 @@ class Scanner:
             shutil.rmtree(self.sink.folder, ignore_errors=True)
 
 
+def preview_table(rows: list[Row]) -> Table:
+    """Per-image verdicts, for scans small enough to read on screen."""
+    table = Table(box=None, header_style="bold")
+    for name in ("path", "label", "prob_ai", "error"):
+        table.add_column(name, justify="right" if name == "prob_ai" else "left", overflow="fold")
+    for row in rows:
+        colour = {"ai": "red", "real": "green"}.get(row.label or "", "yellow")
+        prob = "" if row.prob_ai is None else f"{row.prob_ai:.3f}"
+        table.add_row(row.ref.key, f"[{colour}]{row.label or '-'}[/]", prob, row.error or "")
+    return table
+
+
 def summary_lines(result: ScanResult) -> list[str]:
     lines = [
         f"scanned {result.scanned} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
@@ -330,6 +348,8 @@ def run_cli_scan(opts: ScanOptions) -> int:
             )
             return 1
         if not opts.quiet:
+            if result.scanned <= ScanResult.PREVIEW_ROWS and result.preview:
+                console.print(preview_table(result.preview))
             for line in summary_lines(result):
                 console.print(line, highlight=False, soft_wrap=True)
     return 0
