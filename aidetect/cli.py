@@ -67,6 +67,50 @@ def scan(
     raise typer.Exit(run_cli_scan(opts))
 
 
+@app.command("eval")
+def evaluate(
+    data: str = typer.Argument(
+        ...,
+        help="Labelled images: real/ and fake/ (or human/ and ai/) subfolders; a test/ or val/ split inside is used when present.",
+        show_default=False,
+    ),
+    model: str | None = typer.Option(None, "--model", help="ONNX detector [default: the bundled model]."),
+    report_dir: str = typer.Option(
+        "eval-report", "-o", "--output", help="Folder for metrics.json, predictions.parquet and the PNG plots."
+    ),
+    target_fpr: float = typer.Option(
+        0.01,
+        "--target-fpr",
+        min=0.0,
+        max=1.0,
+        help="Report the threshold that flags at most this fraction of real images.",
+    ),
+    holdout: float | None = typer.Option(
+        None, "--holdout", help="Evaluate the validation split `aidetect train --val-split HOLDOUT` held out of DATA."
+    ),
+    seed: int = typer.Option(0, "--seed", help="The training seed, with --holdout."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [default: all usable cores]."),
+) -> None:
+    """Measure a model on labelled images (same pipeline as scan): metrics table, Parquet predictions and plots."""
+    from aidetect.evaluate import EvalOptions, run_eval
+    from aidetect.scan import run_guarded
+
+    opts = EvalOptions(
+        data=data,
+        model=model,
+        report_dir=report_dir,
+        target_fpr=target_fpr,
+        holdout=holdout,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+    )
+    raise typer.Exit(run_guarded(lambda console: run_eval(opts, console)))
+
+
 def missing_training_packages() -> list[str]:
     import importlib.util
 

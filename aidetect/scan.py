@@ -119,6 +119,13 @@ def list_refs(opts: ScanOptions, stats: WalkStats) -> Iterator[ImageRef]:
     stats.done = True
 
 
+def _counted(refs: Iterable[ImageRef], stats: WalkStats) -> Iterator[ImageRef]:
+    for ref in refs:
+        stats.listed += 1
+        yield ref
+    stats.done = True
+
+
 def bounded_map(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, window: int) -> Iterator:
     """Like pool.map, in order, but never more than `window` items read ahead."""
     pending: deque = deque()
@@ -232,12 +239,13 @@ class Scanner:
         self.result.preview.extend(rows[: max(room, 0)])
         return rows
 
-    def run(self) -> ScanResult:
+    def run(self, refs: Iterable[ImageRef] | None = None) -> ScanResult:
+        """Scan the options' sources, or `refs` when given (eval passes its labelled files)."""
         index = self.sink.open(self.opts.overwrite)
         stats = WalkStats()
         start = time.monotonic()
         pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
-        refs = self._fresh(list_refs(self.opts, stats), index)
+        refs = self._fresh(list_refs(self.opts, stats) if refs is None else _counted(refs, stats), index)
         encoded = bounded_map(lambda r: load(r, self.opts.max_pixels), refs, pool, self.opts.read_workers * 4)
         reader = _Stage("read", batched(encoded, self.opts.batch_size), lambda batch: batch, depth=2)
         decoder = _Stage("decode", reader, self.decoder.decode, depth=2)
@@ -326,18 +334,19 @@ def summary_lines(result: ScanResult) -> list[str]:
     return lines
 
 
-def run_cli_scan(opts: ScanOptions) -> int:
-    """Run a scan for the CLI: native log noise filtered, one-line errors, exit code."""
+def run_guarded(work: Callable[[Console], object]) -> int:
+    """Run a command's work with native log noise filtered and one-line errors; returns the exit code."""
     from aidetect.infer import DeviceError
+    from aidetect.labels import DataError
     from aidetect.native_log import filtered_stderr
     from aidetect.sink import OutputError
 
     with filtered_stderr() as err:
         console = Console(file=err, stderr=True)
         try:
-            result = Scanner(opts, console).run()
-        except (SourceError, ModelError, DeviceError, OutputError) as exc:
-            console.print(f"[red]error:[/] {exc}", highlight=False)
+            work(console)
+        except (SourceError, ModelError, DeviceError, OutputError, DataError) as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
             return 2
         except KeyboardInterrupt:
             console.print("interrupted: finished rows are in the output; run the same command to resume")
@@ -347,9 +356,18 @@ def run_cli_scan(opts: ScanOptions) -> int:
                 f"[red]error:[/] {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}", highlight=False
             )
             return 1
+    return 0
+
+
+def run_cli_scan(opts: ScanOptions) -> int:
+    """`aidetect scan`: run the scan, then print the small-scan table and the summary."""
+
+    def work(console: Console) -> None:
+        result = Scanner(opts, console).run()
         if not opts.quiet:
             if result.scanned <= ScanResult.PREVIEW_ROWS and result.preview:
                 console.print(preview_table(result.preview))
             for line in summary_lines(result):
                 console.print(line, highlight=False, soft_wrap=True)
-    return 0
+
+    return run_guarded(work)

@@ -18,19 +18,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from aidetect.labels import CLASS_NAMES, DataError, Item, class_counts, labelled_items, stratified_split, subdirs
 from aidetect.preprocess import Preprocess, center_crop, open_rgb, resized_rgb
-from aidetect.sources import walk_images
 
-CLASS_NAMES = ("real", "ai")  # output index 0 is real, 1 is AI-generated
-CLASS_ALIASES = {"real": 0, "human": 0, "fake": 1, "ai": 1}
+__all__ = ["CLASS_NAMES", "DataError", "Splits", "find_splits", "labelled_items"]
+
 SPLIT_NAMES = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """A data set that cannot be trained or evaluated on; the message says why."""
-
-
-Item = tuple[str, int]  # (path, class index)
 
 
 @dataclass
@@ -44,67 +37,23 @@ class Splits:
         return {name: class_counts(getattr(self, name)) for name in SPLIT_NAMES if getattr(self, name)}
 
 
-def class_counts(items: Sequence[Item]) -> dict[str, int]:
-    counts = dict.fromkeys(CLASS_NAMES, 0)
-    for _, label in items:
-        counts[CLASS_NAMES[label]] += 1
-    return counts
-
-
-def _subdirs(folder: str) -> dict[str, str]:
-    return {e.name.lower(): e.path for e in os.scandir(folder) if e.is_dir()}
-
-
-def labelled_items(folder: str) -> list[Item]:
-    """Every image under real/fake (ai/human) subfolders of `folder`, sorted."""
-    items: list[Item] = []
-    found: set[int] = set()
-    for name, path in _subdirs(folder).items():
-        if name in CLASS_ALIASES:
-            label = CLASS_ALIASES[name]
-            found.add(label)
-            items += [(ref.path, label) for ref in walk_images(path)]
-    if not found:
-        raise DataError(f"{folder}: no class folders; expected subfolders named real/fake (or human/ai)")
-    for label in (0, 1):
-        if label not in found:
-            raise DataError(f"{folder}: only one class; a '{CLASS_NAMES[label]}' folder is missing")
-    for label, count in class_counts(items).items():
-        if count == 0:
-            raise DataError(f"{folder}: the '{label}' class has no images")
-    return sorted(items)
-
-
 def find_splits(root: str, val_split: float = 0.05, seed: int = 0) -> Splits:
     """Read DATA as class folders, or as train/val/test splits of class folders."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: not a folder")
-    subdirs = _subdirs(root)
-    if "train" in subdirs:
-        splits = Splits(train=labelled_items(subdirs["train"]))
-        if "val" in subdirs:
-            splits.val = labelled_items(subdirs["val"])
-        if "test" in subdirs:
-            splits.test = labelled_items(subdirs["test"])
+    found = subdirs(root)
+    if "train" in found:
+        splits = Splits(train=labelled_items(found["train"]))
+        if "val" in found:
+            splits.val = labelled_items(found["val"])
+        if "test" in found:
+            splits.test = labelled_items(found["test"])
     else:
         splits = Splits(train=labelled_items(root))
     if not splits.val and val_split > 0:
         splits.train, splits.val = stratified_split(splits.train, val_split, seed)
         splits.val_held_out = True
     return splits
-
-
-def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
-    """Hold out `fraction` of each class, chosen by a seeded shuffle."""
-    rng = random.Random(seed)
-    keep, held = [], []
-    for label in (0, 1):
-        group = [it for it in items if it[1] == label]
-        rng.shuffle(group)
-        n_held = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
-        held += group[:n_held]
-        keep += group[n_held:]
-    return sorted(keep), sorted(held)
 
 
 def fingerprint(items: Sequence[Item]) -> str:

@@ -1,0 +1,162 @@
+"""`aidetect eval`: measure a model on labelled images with exactly the scan pipeline.
+
+The labelled files go through the same `Scanner` as `aidetect scan` (same decode, same
+preprocessing from the model's metadata, same error rows); this module only joins the
+verdicts with the true labels, computes metrics and draws the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from aidetect.labels import CLASS_NAMES, DataError, Item, labelled_items, stratified_split, subdirs
+from aidetect.metrics import roc_curve, summarize, threshold_for_fpr
+from aidetect.scan import Scanner, ScanOptions
+from aidetect.sources import ImageRef, display_path
+
+
+@dataclass
+class EvalOptions:
+    data: str
+    model: str | None = None
+    report_dir: str = "eval-report"
+    target_fpr: float = 0.01
+    holdout: float | None = None
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "auto"
+    threads: int | None = None
+
+
+def collect_items(data: str, holdout: float | None, seed: int) -> tuple[list[Item], str]:
+    """The labelled files to evaluate and a name for them.
+
+    With `holdout`, the validation split `aidetect train --val-split HOLDOUT --seed SEED` held
+    out of the same data; otherwise DATA's test/ (or val/) split, or DATA's class folders.
+    """
+    if not os.path.isdir(data):
+        raise DataError(f"{data}: not a folder")
+    found = subdirs(data)
+    if holdout:
+        source = found.get("train", data)
+        _, held = stratified_split(labelled_items(source), holdout, seed)
+        return held, f"{os.path.basename(os.path.abspath(data))} (held-out {holdout:.0%}, seed {seed})"
+    for split in ("test", "val"):
+        if split in found:
+            return labelled_items(found[split], require_both=False), f"{os.path.basename(data)}/{split}"
+    return labelled_items(data, require_both=False), os.path.basename(os.path.abspath(data))
+
+
+def _ref(path: str) -> ImageRef:
+    try:
+        st = os.stat(path)
+        size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime = None, None
+    return ImageRef(path=path, key=display_path(os.path.abspath(path)), size=size, mtime_ns=mtime)
+
+
+def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.DataFrame, Scanner]:
+    """Scan the files with the scan pipeline; returns its rows plus a `true_label` column."""
+    with tempfile.TemporaryDirectory(prefix="aidetect-eval-") as tmp:
+        scan_opts = ScanOptions(
+            sources=[],
+            output=os.path.join(tmp, "rows"),
+            model=opts.model,
+            batch_size=opts.batch_size,
+            device=opts.device,
+            threads=opts.threads,
+        )
+        scanner = Scanner(scan_opts, console)
+        refs = [_ref(path) for path, _ in items]
+        scanner.run(refs)
+        rows = pd.read_parquet(scan_opts.output)
+    truth = {ref.key: CLASS_NAMES[label] for ref, (_, label) in zip(refs, items)}
+    rows["true_label"] = rows.path.map(truth)
+    return rows, scanner
+
+
+def compute_metrics(rows: pd.DataFrame, threshold: float, target_fpr: float) -> dict:
+    ok = rows[rows.error.isna()]
+    labels = (ok.true_label == "ai").to_numpy()
+    scores = ok.prob_ai.to_numpy(np.float64)
+    result = summarize(labels, scores, threshold)
+    result["failed"] = int(rows.error.notna().sum())
+    result["counts"] = {name: int((ok.true_label == name).sum()) for name in CLASS_NAMES}
+    at_target = threshold_for_fpr(labels, scores, target_fpr)
+    result["target_fpr"] = target_fpr
+    result["threshold_at_target_fpr"] = at_target
+    if at_target is not None:
+        at = summarize(labels, scores, at_target)
+        c = at["confusion"]
+        result["at_target_fpr"] = {
+            "accuracy": at["accuracy"],
+            "fpr": c["fp"] / max(c["fp"] + c["tn"], 1),
+            "tpr": c["tp"] / max(c["tp"] + c["fn"], 1),
+        }
+    return result
+
+
+def metrics_table(m: dict, title: str) -> Table:
+    table = Table(title=title, box=None, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def fmt(v):
+        return "undefined (one class)" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    table.add_row("images", f"{m['count']} ({m['counts']['real']} real, {m['counts']['ai']} ai; {m['failed']} failed)")
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "log_loss", "ece"):
+        table.add_row(key.replace("_", " "), fmt(m[key]))
+    table.add_row("threshold", f"{m['threshold']:.4f}")
+    if m.get("at_target_fpr"):
+        at = m["at_target_fpr"]
+        table.add_row(
+            f"threshold for FPR <= {m['target_fpr']:g}",
+            f"{m['threshold_at_target_fpr']:.4f} (accuracy {at['accuracy']:.4f}, TPR {at['tpr']:.4f}, FPR {at['fpr']:.4f})",
+        )
+    else:
+        table.add_row(f"threshold for FPR <= {m['target_fpr']:g}", "undefined (no real images)")
+    return table
+
+
+def run_eval(opts: EvalOptions, console: Console) -> dict:
+    items, name = collect_items(opts.data, opts.holdout, opts.seed)
+    console.print(f"evaluating on {name}: {len(items)} images")
+    rows, scanner = predict(items, opts, console)
+    model = scanner.detector.info
+    metrics = compute_metrics(rows, scanner.threshold, opts.target_fpr)
+    os.makedirs(opts.report_dir, exist_ok=True)
+    failed = rows[rows.error.notna()]
+    report = {
+        "model": model.label,
+        "data": name,
+        **metrics,
+        "failed_files": [{"path": p, "error": e} for p, e in zip(failed.path, failed.error)],
+    }
+    with open(os.path.join(opts.report_dir, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    rows.to_parquet(os.path.join(opts.report_dir, "predictions.parquet"), index=False)
+    from aidetect.plots import write_plots
+
+    write_plots(rows, metrics, f"{model.label} on {name}", opts.report_dir)
+    console.print(metrics_table(metrics, f"{model.label} on {name}"))
+    if metrics["roc_auc"] is None:
+        console.print("[yellow]note:[/] only one class present, so ROC-AUC and the ROC curve are undefined")
+    if len(failed):
+        console.print(f"[yellow]{len(failed)} files could not be decoded[/] (listed in metrics.json):")
+        for p, e in list(zip(failed.path, failed.error))[:10]:
+            console.print(f"  {p}: {e}", highlight=False)
+    console.print(f"report: {opts.report_dir}/ (metrics.json, predictions.parquet, 4 PNG plots)")
+    return report
+
+
+__all__ = ["EvalOptions", "collect_items", "compute_metrics", "roc_curve", "run_eval"]

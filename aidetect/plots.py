@@ -1,0 +1,126 @@
+"""The PNG plots of `aidetect eval`: confusion matrix, ROC, precision-recall, prob_ai histogram."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from aidetect.metrics import precision_recall_curve, roc_curve
+
+
+def _figure(title: str, subtitle: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    fig.suptitle(title, fontsize=11, fontweight="bold")
+    ax.set_title(subtitle, fontsize=9, color="0.35")
+    return fig, ax
+
+
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def write_plots(rows: pd.DataFrame, metrics: dict, title: str, folder: str) -> list[str]:
+    ok = rows[rows.error.isna()]
+    labels = (ok.true_label == "ai").to_numpy()
+    scores = ok.prob_ai.to_numpy(np.float64)
+    subtitle = f"{len(ok)} images ({metrics['counts']['real']} real, {metrics['counts']['ai']} ai)"
+    paths = [
+        _confusion(metrics, title, subtitle, os.path.join(folder, "confusion_matrix.png")),
+        _roc(labels, scores, metrics, title, subtitle, os.path.join(folder, "roc_curve.png")),
+        _pr(labels, scores, metrics, title, subtitle, os.path.join(folder, "precision_recall.png")),
+        _histogram(labels, scores, metrics, title, subtitle, os.path.join(folder, "prob_ai_histogram.png")),
+    ]
+    return paths
+
+
+def _confusion(metrics: dict, title: str, subtitle: str, path: str) -> str:
+    c = metrics["confusion"]
+    grid = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+    fig, ax = _figure(title, f"confusion matrix at threshold {metrics['threshold']:.2f} — {subtitle}")
+    ax.imshow(grid, cmap="Blues")
+    totals = grid.sum(axis=1, keepdims=True).clip(min=1)
+    for (i, j), n in np.ndenumerate(grid):
+        colour = "white" if n > grid.max() / 2 else "black"
+        ax.text(j, i, f"{n}\n{n / totals[i, 0]:.1%} of row", ha="center", va="center", color=colour, fontsize=11)
+    ax.set_xticks([0, 1], ["real", "ai"])
+    ax.set_yticks([0, 1], ["real", "ai"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    _save(fig, path)
+    return path
+
+
+def _undefined(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.4")
+
+
+def _roc(labels, scores, metrics, title, subtitle, path) -> str:
+    fig, ax = _figure(title, f"ROC curve — {subtitle}")
+    if metrics["roc_auc"] is None:
+        _undefined(ax, "ROC curve undefined: only one class present")
+    else:
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, lw=2, label=f"ROC-AUC = {metrics['roc_auc']:.4f}")
+        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance")
+        at = metrics.get("at_target_fpr")
+        if at:
+            ax.scatter(
+                [at["fpr"]],
+                [at["tpr"]],
+                color="red",
+                zorder=3,
+                label=f"threshold {metrics['threshold_at_target_fpr']:.3f} (FPR {at['fpr']:.3f})",
+            )
+        ax.legend(loc="lower right")
+    ax.set_xlabel("false-positive rate (real images flagged as AI)")
+    ax.set_ylabel("true-positive rate (AI images caught)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def _pr(labels, scores, metrics, title, subtitle, path) -> str:
+    fig, ax = _figure(title, f"precision-recall curve — {subtitle}")
+    if metrics["average_precision"] is None:
+        _undefined(ax, "precision-recall undefined: no AI images present")
+    else:
+        precision, recall = precision_recall_curve(labels, scores)
+        ax.plot(recall, precision, lw=2, label=f"average precision = {metrics['average_precision']:.4f}")
+        ax.axhline(labels.mean(), ls="--", color="0.6", lw=1, label="chance")
+        ax.legend(loc="lower left")
+    ax.set_xlabel("recall (AI images caught)")
+    ax.set_ylabel("precision (flagged images that are AI)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def _histogram(labels, scores, metrics, title, subtitle, path) -> str:
+    fig, ax = _figure(title, f"prob_ai by true class — {subtitle}")
+    bins = np.linspace(0, 1, 41)
+    for value, name, colour in ((False, "real", "tab:green"), (True, "ai", "tab:red")):
+        sel = scores[labels == value]
+        if len(sel):
+            ax.hist(sel, bins=bins, alpha=0.6, color=colour, label=f"true {name} ({len(sel)})")
+    ax.axvline(metrics["threshold"], color="black", ls="--", lw=1, label=f"threshold {metrics['threshold']:.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("prob_ai")
+    ax.set_ylabel("images (log scale)")
+    ax.legend(loc="upper center")
+    _save(fig, path)
+    return path
