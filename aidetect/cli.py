@@ -40,6 +40,12 @@ def scan(
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads for decoding and inference together [default: all usable cores]."
     ),
+    read_workers: int = typer.Option(
+        16, "--read-workers", min=1, help="Files or S3 objects fetched at once (a bounded pool)."
+    ),
+    endpoint_url: str | None = typer.Option(
+        None, "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2) [default: AWS_ENDPOINT_URL]."
+    ),
 ) -> None:
     """Scan images and write one verdict row per image (label, prob_ai, error, size, ...) to Parquet.
 
@@ -63,6 +69,8 @@ def scan(
         quiet=quiet,
         max_pixels=int(max_megapixels * 1_000_000),
         threads=threads,
+        read_workers=read_workers,
+        endpoint_url=endpoint_url,
     )
     raise typer.Exit(run_cli_scan(opts))
 

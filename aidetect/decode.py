@@ -69,7 +69,9 @@ def describe_os_error(exc: OSError) -> str:
         return "is a directory"
     if isinstance(exc, NotRegularFile):
         return "not a regular file"
-    return f"read error: {exc.strerror or exc}"
+    if exc.strerror is None:  # raised with a message of ours (object stores)
+        return str(exc)
+    return f"read error: {exc.strerror}"
 
 
 def probe(ref: ImageRef, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Encoded:

@@ -21,8 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, load
+from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, load, read_file
 from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
+from aidetect.s3 import check_bucket, is_s3, list_images, read_object
+from aidetect.s3 import configure as configure_s3
 from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
 from aidetect.sources import ImageRef, WalkStats, walk_images
 
@@ -42,7 +44,8 @@ class ScanOptions:
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None
-    read_workers: int = 8
+    read_workers: int = 16
+    endpoint_url: str | None = None
 
 
 @dataclass
@@ -98,9 +101,22 @@ def resolve_model(path: str | None) -> str:
 
 
 def check_sources(sources: list[str]) -> None:
+    """Every source must exist (and every bucket answer) before any work starts."""
     for source in sources:
-        if not os.path.exists(source):
+        if is_s3(source):
+            check_bucket(source)
+        elif not os.path.exists(source):
             raise SourceError(f"{source}: no such file or folder")
+
+
+def iter_source(source: str, recursive: bool, stats: WalkStats) -> Iterator[ImageRef]:
+    if is_s3(source):
+        return list_images(source, recursive, stats)
+    return walk_images(source, recursive, stats)
+
+
+def read_ref(ref: ImageRef) -> bytes:
+    return read_object(ref.path) if is_s3(ref.path) else read_file(ref)
 
 
 # ---- stages as iterators -------------------------------------------------------------
@@ -109,7 +125,7 @@ def check_sources(sources: list[str]) -> None:
 def list_refs(opts: ScanOptions, stats: WalkStats) -> Iterator[ImageRef]:
     seen: set[int] | None = set() if len(opts.sources) > 1 else None  # overlapping sources
     for source in opts.sources:
-        for ref in walk_images(source, opts.recursive, stats):
+        for ref in iter_source(source, opts.recursive, stats):
             if seen is not None:
                 key = _hash64(ref.key)
                 if key in seen:
@@ -196,6 +212,7 @@ class Scanner:
 
     def __init__(self, opts: ScanOptions, console: Console) -> None:
         self.opts, self.console = opts, console
+        configure_s3(opts.endpoint_url)
         check_sources(opts.sources)
         ort_threads, dali_threads = thread_split(opts.threads)
         self.detector = Detector(resolve_model(opts.model), opts.device, ort_threads)
@@ -246,7 +263,7 @@ class Scanner:
         start = time.monotonic()
         pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
         refs = self._fresh(list_refs(self.opts, stats) if refs is None else _counted(refs, stats), index)
-        encoded = bounded_map(lambda r: load(r, self.opts.max_pixels), refs, pool, self.opts.read_workers * 4)
+        encoded = bounded_map(lambda r: load(r, self.opts.max_pixels, read_ref), refs, pool, self.opts.read_workers * 4)
         reader = _Stage("read", batched(encoded, self.opts.batch_size), lambda batch: batch, depth=2)
         decoder = _Stage("decode", reader, self.decoder.decode, depth=2)
         reader.start()
@@ -297,15 +314,10 @@ class Scanner:
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(self.sink.folder, schema=None) if self.sink.written else None
-            if table is None:
-                from aidetect.sink import SCHEMA
-
-                table = SCHEMA.empty_table()
-            pq.write_table(table, sys.stdout.buffer)
+            pq.write_table(self.sink.read_all(), sys.stdout.buffer)
             sys.stdout.buffer.flush()
         finally:
-            shutil.rmtree(self.sink.folder, ignore_errors=True)
+            shutil.rmtree(self.sink.location, ignore_errors=True)
 
 
 def preview_table(rows: list[Row]) -> Table:
@@ -339,13 +351,14 @@ def run_guarded(work: Callable[[Console], object]) -> int:
     from aidetect.infer import DeviceError
     from aidetect.labels import DataError
     from aidetect.native_log import filtered_stderr
+    from aidetect.s3 import S3Error
     from aidetect.sink import OutputError
 
     with filtered_stderr() as err:
         console = Console(file=err, stderr=True)
         try:
             work(console)
-        except (SourceError, ModelError, DeviceError, OutputError, DataError) as exc:
+        except (SourceError, ModelError, DeviceError, OutputError, DataError, S3Error) as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
             return 2
         except KeyboardInterrupt:

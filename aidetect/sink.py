@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterable
@@ -93,11 +93,110 @@ class Row:
     height: int | None
 
 
+class LocalPartStore:
+    """Parquet parts as files in a folder, each written to a hidden name, fsynced and renamed."""
+
+    def __init__(self, folder: str) -> None:
+        self.uri = folder
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(self.uri)) if os.path.isdir(self.uri) else []
+
+    def put(self, name: str, data: bytes) -> None:
+        path = os.path.join(self.uri, name)
+        tmp = os.path.join(self.uri, f".{name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.uri)
+
+    def get(self, name: str) -> bytes:
+        with open(os.path.join(self.uri, name), "rb") as f:
+            return f.read()
+
+    def delete(self, name: str) -> None:
+        os.unlink(os.path.join(self.uri, name))
+
+    def check_writable(self) -> None:
+        if os.path.exists(self.uri) and not os.path.isdir(self.uri):
+            raise OutputError(f"{self.uri} is a file, not an aidetect results folder (choose another -o)")
+        try:
+            os.makedirs(self.uri, exist_ok=True)
+            self.put(".write-test", b"")
+            self.delete(".write-test")
+        except OSError as exc:
+            raise OutputError(f"cannot write to {self.uri}: {exc.strerror or exc}") from None
+        for name in self.names():  # temporary files of a killed run
+            if name.startswith(".") and name.endswith(".tmp"):
+                self.delete(name)
+
+    def remove_all(self) -> None:
+        for name in self.names():
+            self.delete(name)
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_store(uri: str):
+    if uri.startswith("s3://"):
+        from aidetect.s3 import S3PartStore
+
+        return S3PartStore(uri)
+    return LocalPartStore(uri)
+
+
+def is_part(name: str) -> bool:
+    return name.startswith(PART_PREFIX) and name.endswith(".parquet")
+
+
+def prepare_output(store, overwrite: bool) -> None:
+    """Refuse a location holding anything but our parts; empty it with `overwrite`."""
+    if overwrite and isinstance(store, LocalPartStore) and os.path.isfile(store.uri):
+        os.unlink(store.uri)
+    store.check_writable()
+    names = [n for n in store.names() if not n.startswith(".")]
+    foreign = [n for n in names if n != MARKER and not is_part(n)]
+    if foreign:
+        raise OutputError(f"{store.uri} holds files aidetect did not write (e.g. {foreign[0]}); choose another -o")
+    if overwrite:
+        store.remove_all()
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_part(store, name: str, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(io.BytesIO(store.get(name)), columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise OutputError(f"cannot read {store.uri}/{name}: {exc}") from None
+
+
+def part_names(store) -> list[str]:
+    return [n for n in store.names() if is_part(n)]
+
+
 @dataclass
 class ParquetSink:
     """Appends rows and commits them as part files every `flush_rows` rows or `flush_seconds`."""
 
-    folder: str
+    location: str
     model: str
     flush_rows: int = 2048
     flush_seconds: float = 5.0
@@ -108,15 +207,17 @@ class ParquetSink:
     _parts: int = 0
     _superseded: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.store = open_store(self.location)
+
     def open(self, overwrite: bool) -> ResumeIndex:
-        """Prepare the folder and return what it already holds (empty with `overwrite`)."""
-        prepare_output(self.folder, overwrite)
-        with open(os.path.join(self.folder, MARKER), "w") as f:
-            json.dump({"written_by": "aidetect", "schema": SCHEMA.names}, f)
-        index = load_index(self.folder)
+        """Prepare the output and return what it already holds (empty with `overwrite`)."""
+        prepare_output(self.store, overwrite)
+        self.store.put(MARKER, json.dumps({"written_by": "aidetect", "schema": SCHEMA.names}).encode())
+        index = load_index(self.store)
         if index.has_duplicates:
-            heal_duplicates(self.folder)
-            index = load_index(self.folder)
+            heal_duplicates(self.store)
+            index = load_index(self.store)
         return index
 
     def supersede(self, key: str) -> None:
@@ -132,9 +233,8 @@ class ParquetSink:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
-        table = rows_to_table(self._buffer, self.model)
         name = f"{PART_PREFIX}{self._run_id}-{self._parts:05d}.parquet"
-        write_atomic(table, os.path.join(self.folder, name))
+        self.store.put(name, table_bytes(rows_to_table(self._buffer, self.model)))
         self._parts += 1
         self.written += len(self._buffer)
         self._buffer.clear()
@@ -142,8 +242,12 @@ class ParquetSink:
     def close(self) -> None:
         self.flush()
         if self._superseded:
-            drop_rows(self.folder, self._superseded, keep_run=self._run_id)
+            drop_rows(self.store, self._superseded, keep_run=self._run_id)
             self._superseded.clear()
+
+    def read_all(self) -> pa.Table:
+        tables = [read_part(self.store, n) for n in part_names(self.store)]
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
 def rows_to_table(rows: list[Row], model: str) -> pa.Table:
@@ -164,73 +268,10 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=SCHEMA)
 
 
-def write_atomic(table: pa.Table, path: str) -> None:
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def part_files(folder: str) -> list[str]:
-    return sorted(
-        os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(PART_PREFIX) and n.endswith(".parquet")
-    )
-
-
-def prepare_output(folder: str, overwrite: bool) -> None:
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        if not overwrite:
-            raise OutputError(f"{folder} is a file, not an aidetect results folder (choose another -o, or --overwrite)")
-        os.unlink(folder)
-    if os.path.isdir(folder):
-        names = [n for n in os.listdir(folder) if not n.startswith(".")]
-        ours = [n for n in names if n == MARKER or (n.startswith(PART_PREFIX) and n.endswith(".parquet"))]
-        if len(ours) != len(names):
-            raise OutputError(f"{folder} holds files aidetect did not write; choose another -o")
-        if overwrite:
-            shutil.rmtree(folder)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".write-test-{uuid.uuid4().hex[:6]}")
-        open(probe, "wb").close()
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-    for name in os.listdir(folder):  # temporary files of a killed run
-        if name.startswith(".part-") and name.endswith(".tmp"):
-            os.unlink(os.path.join(folder, name))
-
-
-def _read_columns(folder: str, columns: list[str]) -> list[tuple[str, pa.Table]]:
-    out = []
-    for path in part_files(folder):
-        try:
-            out.append((path, pq.read_table(path, columns=columns)))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise OutputError(f"cannot read {path}: {exc}") from None
-    return out
-
-
-def load_index(folder: str) -> ResumeIndex:
+def load_index(store) -> ResumeIndex:
     paths, versions = [], []
-    for _, table in _read_columns(folder, ["path", "bytes", "mtime", "etag"]):
+    for name in part_names(store):
+        table = read_part(store, name, ["path", "bytes", "mtime", "etag"])
         cols = table.to_pydict()
         mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
         for path, size, mtime, etag in zip(cols["path"], cols["bytes"], mtimes, cols["etag"]):
@@ -239,40 +280,31 @@ def load_index(folder: str) -> ResumeIndex:
     return ResumeIndex(np.array(paths, np.int64), np.array(versions, np.int64))
 
 
-def drop_rows(folder: str, paths: set[str], keep_run: str) -> None:
+def _filter_part(store, name: str, keep: list[bool]) -> None:
+    if all(keep):
+        return
+    if any(keep):
+        store.put(name, table_bytes(read_part(store, name).filter(pa.array(keep))))
+    else:
+        store.delete(name)
+
+
+def drop_rows(store, paths: set[str], keep_run: str) -> None:
     """Rewrite the parts of earlier runs without the rows of `paths` (their new rows stay)."""
-    for part in part_files(folder):
-        if keep_run in os.path.basename(part):
-            continue
-        table = pq.read_table(part)
-        keep = np.array([p not in paths for p in table.column("path").to_pylist()], bool)
-        if keep.all():
-            continue
-        if keep.any():
-            write_atomic(table.filter(pa.array(keep)), part)
-        else:
-            os.unlink(part)
+    for name in part_names(store):
+        if keep_run not in name:
+            column = read_part(store, name, ["path"]).column("path").to_pylist()
+            _filter_part(store, name, [p not in paths for p in column])
 
 
-def heal_duplicates(folder: str) -> None:
+def heal_duplicates(store) -> None:
     """A run killed between committing new rows and dropping superseded ones leaves two rows
     for a path; keep the newest."""
-    tables = _read_columns(folder, ["path", "scanned_at"])
+    tables = {n: read_part(store, n, ["path", "scanned_at"]) for n in part_names(store)}
     newest: dict[str, int] = {}
-    dupes: set[str] = set()
-    for _, table in tables:
+    for table in tables.values():
         for path, at in zip(table.column("path").to_pylist(), table.column("scanned_at").cast(pa.int64()).to_pylist()):
-            if path in newest:
-                dupes.add(path)
             newest[path] = max(at, newest.get(path, at))
-    if not dupes:
-        return
-    for part, table in tables:
+    for name, table in tables.items():
         stamps = table.column("scanned_at").cast(pa.int64()).to_pylist()
-        keep = [not (p in dupes and at < newest[p]) for p, at in zip(table.column("path").to_pylist(), stamps)]
-        if not all(keep):
-            full = pq.read_table(part)
-            if any(keep):
-                write_atomic(full.filter(pa.array(keep)), part)
-            else:
-                os.unlink(part)
+        _filter_part(store, name, [at >= newest[p] for p, at in zip(table.column("path").to_pylist(), stamps)])

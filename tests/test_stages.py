@@ -12,7 +12,7 @@ from images import hostile_corpus, jpeg, photo
 from aidetect.decode import BatchDecoder, describe_os_error, load
 from aidetect.infer import Detector, DeviceError, ModelError
 from aidetect.preprocess import Preprocess
-from aidetect.sink import ParquetSink, Row, load_index
+from aidetect.sink import LocalPartStore, ParquetSink, Row, load_index
 from aidetect.sources import ImageRef, WalkStats, walk_images
 
 PRE = Preprocess(32, 32)
@@ -138,7 +138,7 @@ def test_sink_commits_parts_atomically_and_indexes_them(tmp_path):
     assert len(pq.read_table(out)) == 3  # committed at the flush threshold
     sink.close()
     assert not [n for n in os.listdir(out) if n.startswith(".")]
-    index = load_index(str(out))
+    index = load_index(LocalPartStore(str(out)))
     assert index.status(_row(tmp_path, "a.jpg").ref) == "done"
     assert index.status(_row(tmp_path, "a.jpg", size=2).ref) == "changed"
     assert index.status(_row(tmp_path, "new.jpg").ref) == "new"
