@@ -69,10 +69,14 @@ class Preprocess:
         return cls(**known)
 
 
-def open_rgb(source: str | bytes) -> Image.Image:
-    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB."""
+def open_rgb(source: str | bytes, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB.
+
+    `draft` (JPEG only) lets the decoder scale down by 2, 4 or 8 while keeping at least that size."""
     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     image.seek(0)
+    if draft:
+        image.draft("RGB", draft)
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):
         # 16-bit and 32-bit integer images: scale to 8 bits instead of clipping.
@@ -81,9 +85,13 @@ def open_rgb(source: str | bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-def resized_rgb(image: Image.Image, pre: Preprocess) -> np.ndarray:
-    """Pillow RGB image -> uint8 HWC array resized by `pre.resize_shape` (no crop)."""
-    height, width = pre.resize_shape(image.height, image.width)
+def resized_rgb(image: Image.Image, pre: Preprocess, source_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Pillow RGB image -> uint8 HWC array resized by `pre.resize_shape` (no crop).
+
+    `source_size` (width, height) is the photo's full size when `image` is a reduced decode,
+    so the output size is exactly what a full decode would give."""
+    width, height = source_size or image.size
+    height, width = pre.resize_shape(height, width)
     if (height, width) != (image.height, image.width):
         image = image.resize((width, height), Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)

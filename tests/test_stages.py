@@ -158,3 +158,31 @@ def test_sink_replaces_superseded_rows(tmp_path):
     table = pq.read_table(out).to_pandas()
     assert sorted(table.path) == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
     assert int(table.set_index("path").loc[str(tmp_path / "a.jpg"), "bytes"]) == 9
+
+
+def test_reduced_size_decode_of_large_photos_barely_moves_verdicts(model_path):
+    """DCT-scaled decoding of big JPEGs (the CPU fast path) against a full decode."""
+    import io
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+    from corpus import photo_like
+
+    from aidetect.decode import pillow_decode, probe, wants_reduced_decode
+
+    det = Detector(model_path)
+    pre = det.info.preprocess
+    full, reduced = [], []
+    for seed, (w, h) in enumerate([(4000, 3000), (1920, 1080), (1280, 960)]):
+        buf = io.BytesIO()
+        photo_like(w, h, np.random.default_rng(seed)).save(buf, "JPEG", quality=90)
+        item = probe(ImageRef("x", "x", 0, 0), buf.getvalue())
+        assert wants_reduced_decode(item, pre)
+        a, b = pillow_decode(item, pre, reduced=False), pillow_decode(item, pre, reduced=True)
+        assert (a.width, a.height) == (b.width, b.height) == (w, h)
+        assert np.abs(a.pixels.astype(int) - b.pixels).mean() < 0.5
+        full.append(a.pixels)
+        reduced.append(b.pixels)
+    p_full, p_reduced = det.predict(pre.normalize(np.stack(full))), det.predict(pre.normalize(np.stack(reduced)))
+    assert np.abs(p_full - p_reduced).max() < 0.02
+    assert ((p_full >= 0.5) == (p_reduced >= 0.5)).all()
