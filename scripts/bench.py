@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""Benchmark `aidetect scan` against the usual PyTorch approach and against the machine's limits.
+
+Each measurement runs in its own process on the same corpus and the same model:
+
+  scan       `python -m aidetect scan` end to end, as a user runs it (process start included)
+  baseline   PyTorch eager timm model of the same architecture, PIL + torchvision transforms in a
+             DataLoader with worker processes, batched (what a person would otherwise write)
+  model      onnxruntime on tensors already in memory (the model's ceiling)
+  decode     the scan's read + decode stage alone (the decoder's ceiling)
+  rss        peak memory of a scan of N and of 10 N small files (must stay flat)
+
+Usage: python scripts/bench.py [--images 300] [--folder DIR] [--model PATH] [--json bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+CACHE = Path(os.environ.get("AIDETECT_BENCH_CACHE", Path.home() / ".cache" / "aidetect-bench"))
+
+
+# ---- measurements, each run in a child process -------------------------------------------
+
+
+def measure_model(args) -> dict:
+    import numpy as np
+
+    from aidetect.infer import Detector
+    from aidetect.scan import thread_split
+
+    det = Detector(args.model, args.device, thread_split(args.threads)[0])
+    size = det.info.preprocess.input_size
+    batch = np.random.default_rng(0).standard_normal((args.batch_size, 3, size, size)).astype(np.float32)
+    det.predict(batch)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        det.predict(batch)
+        done += len(batch)
+    return {"images_per_s": done / (time.perf_counter() - start), "runtime": det.runtime}
+
+
+def measure_decode(args) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aidetect.decode import BatchDecoder, load, read_file
+    from aidetect.infer import Detector
+    from aidetect.scan import ScanOptions, batched, bounded_map, thread_split
+    from aidetect.sources import walk_images
+
+    det = Detector(args.model, args.device, 1)
+    decoder = BatchDecoder(det.info.preprocess, args.batch_size, det.device, thread_split(args.threads)[1])
+    workers = ScanOptions(sources=[]).read_workers
+    pool = ThreadPoolExecutor(workers)
+    start, done = time.perf_counter(), 0
+    loaded = bounded_map(lambda r: load(r, reader=read_file), walk_images(args.folder), pool, workers * 4)
+    for batch in batched(loaded, args.batch_size):
+        done += len(decoder.decode(batch))
+    return {"images_per_s": done / (time.perf_counter() - start), "images": done}
+
+
+def measure_baseline(args) -> dict:
+    import torch
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from aidetect.infer import Detector
+    from train.loop import build_model
+
+    info = Detector(args.model, "cpu", 1).info
+    pre = info.preprocess
+    model = build_model(info.metadata["arch"], pre.input_size, info.metadata.get("stem_stride", 2)).eval()
+    torch.set_num_threads(args.threads or os.cpu_count())
+    transform = T.Compose(
+        [T.Resize(pre.resize_size), T.CenterCrop(pre.input_size), T.ToTensor(), T.Normalize(pre.mean, pre.std)]
+    )
+    paths = sorted(str(p) for p in Path(args.folder).rglob("*.jpg"))
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            return transform(Image.open(paths[i]).convert("RGB"))
+
+    loader = torch.utils.data.DataLoader(Files(), batch_size=args.batch_size, num_workers=os.cpu_count())
+    done = 0
+    with torch.inference_mode():
+        for images in loader:
+            torch.softmax(model(images), 1)
+            done += len(images)
+    return {"images": done, "weights": "random init (the ONNX file's weights are fused; speed does not depend on them)"}
+
+
+MEASURES = {"model": measure_model, "decode": measure_decode, "baseline": measure_baseline}
+
+
+def run_measured(argv: list[str]) -> tuple[float, float, str, str]:
+    """(wall seconds, peak RSS MB, stdout, stderr) of a child process, via wait4's rusage."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"failed: {' '.join(argv)}\n{stderr[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, stdout, stderr
+
+
+def child(name: str, args) -> dict:
+    argv = [
+        sys.executable,
+        __file__,
+        "--measure",
+        name,
+        "--folder",
+        str(args.folder),
+        "--model",
+        args.model,
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--seconds",
+        str(args.seconds),
+    ]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    wall, rss, stdout, _ = run_measured(argv)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result.update(wall_s=wall, peak_rss_mb=rss)
+    return result
+
+
+def scan_once(folder: Path, args, extra: list[str] = ()) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            sys.executable,
+            "-m",
+            "aidetect",
+            "scan",
+            str(folder),
+            "-o",
+            f"{tmp}/out",
+            "--model",
+            args.model,
+            "--batch-size",
+            str(args.batch_size),
+            "--device",
+            args.device,
+            *extra,
+        ]
+        if args.threads:
+            argv += ["--threads", str(args.threads)]
+        wall, rss, _, stderr = run_measured(argv)
+    summary = next((line for line in stderr.splitlines() if line.startswith("scanned")), "")
+    count = int(summary.split()[1]) if summary else 0
+    return {"images": count, "wall_s": wall, "images_per_s": count / wall, "peak_rss_mb": rss, "summary": summary}
+
+
+def small_corpus(count: int) -> Path:
+    """Tiny distinct JPEGs, for the memory-versus-file-count check."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    folder = CACHE / f"small-{count}"
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = len(os.listdir(folder))
+    rng = np.random.default_rng(1)
+    for i in range(existing, count):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=85)
+        (folder / f"{i:06d}.jpg").write_bytes(buf.getvalue())
+    return folder
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0))
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cores} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300, help="corpus size (photo-like JPEGs, 640x480 to 12 MP)")
+    parser.add_argument("--folder", type=Path, help="benchmark this folder instead of the generated corpus")
+    parser.add_argument("--model", help="ONNX model [default: the bundled one]")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the model-only measurement")
+    parser.add_argument("--rss-files", type=int, default=1000, help="N for the memory check (N vs 10 N small files)")
+    parser.add_argument("--skip", default="", help="comma-separated measurements to skip (baseline, rss, ...)")
+    parser.add_argument("--json", type=Path, default=Path("bench.json"))
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model is None:
+        from aidetect.scan import resolve_model
+
+        args.model = resolve_model(None)
+    if args.measure:
+        print(json.dumps(MEASURES[args.measure](args)))
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    if args.folder is None:
+        from corpus import make_corpus
+
+        args.folder = CACHE / f"photos-{args.images}"
+        print(f"corpus: {args.folder} ({args.images} photo-like JPEGs)", file=sys.stderr)
+        make_corpus(args.folder, args.images)
+    results: dict = {"machine": machine(), "model": args.model, "folder": str(args.folder)}
+    results["scan"] = scan_once(args.folder, args)
+    print(f"scan      {results['scan']['images_per_s']:8.1f} images/s  ({results['scan']['summary']})", file=sys.stderr)
+    results["model_only"] = child("model", args)
+    print(f"model     {results['model_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
+    results["decode_only"] = child("decode", args)
+    print(f"decode    {results['decode_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
+    if "baseline" not in skip:
+        base = child("baseline", args)
+        base["images_per_s"] = base["images"] / base["wall_s"]
+        results["baseline"] = base
+        results["speedup_vs_baseline"] = results["scan"]["images_per_s"] / base["images_per_s"]
+        print(
+            f"baseline  {base['images_per_s']:8.1f} images/s  -> speed-up {results['speedup_vs_baseline']:.2f}x",
+            file=sys.stderr,
+        )
+    model, decode = results["model_only"]["images_per_s"], results["decode_only"]["images_per_s"]
+    gpu = results["model_only"].get("runtime", "CPU") != "CPU"
+    # On shared cores the two ceilings add up in time per image; on separate devices the slower one bounds.
+    bound = min(model, decode) if gpu else 1 / (1 / model + 1 / decode)
+    results["pipeline_bound_images_per_s"] = bound
+    results["pipeline_efficiency"] = results["scan"]["images_per_s"] / bound
+    print(
+        f"efficiency {results['pipeline_efficiency']:.2f} (end to end / {bound:.1f} images/s the ceilings allow)",
+        file=sys.stderr,
+    )
+    if "rss" not in skip:
+        small, large = small_corpus(args.rss_files), small_corpus(args.rss_files * 10)
+        a, b = scan_once(small, args), scan_once(large, args)
+        results["rss"] = {
+            "files": [a["images"], b["images"]],
+            "peak_rss_mb": [a["peak_rss_mb"], b["peak_rss_mb"]],
+            "growth": b["peak_rss_mb"] / a["peak_rss_mb"] - 1,
+        }
+        print(
+            f"peak RSS  {a['peak_rss_mb']:.0f} MB for {a['images']} files, {b['peak_rss_mb']:.0f} MB for "
+            f"{b['images']} (+{results['rss']['growth']:.1%})",
+            file=sys.stderr,
+        )
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

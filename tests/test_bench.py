@@ -1,0 +1,44 @@
+"""Smoke test of the benchmark script: it runs end to end and writes its JSON (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "AIDETECT_BENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--images",
+            "6",
+            "--model",
+            model_path,
+            "--seconds",
+            "1",
+            "--rss-files",
+            "20",
+            "--batch-size",
+            "4",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    result = json.loads(out.read_text())
+    assert result["scan"]["images"] == 6
+    for key in ("scan", "model_only", "decode_only", "baseline"):
+        assert result[key]["images_per_s"] > 0, key
+    assert result["speedup_vs_baseline"] > 0 and result["pipeline_efficiency"] > 0
+    assert result["rss"]["files"] == [20, 200]
