@@ -43,6 +43,16 @@ def scan(
     read_workers: int = typer.Option(
         16, "--read-workers", min=1, help="Files or S3 objects fetched at once (a bounded pool)."
     ),
+    provenance: bool = typer.Option(
+        True,
+        "--provenance/--no-provenance",
+        help="Read C2PA, IPTC/XMP, EXIF and generator metadata beside the model's verdict.",
+    ),
+    c2pa_trust: str | None = typer.Option(
+        None,
+        "--c2pa-trust",
+        help="PEM file of trust anchors; C2PA manifests signed under them are 'trusted', not just 'valid'.",
+    ),
     endpoint_url: str | None = typer.Option(
         None, "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2) [default: AWS_ENDPOINT_URL]."
     ),
@@ -71,6 +81,8 @@ def scan(
         threads=threads,
         read_workers=read_workers,
         endpoint_url=endpoint_url,
+        provenance=provenance,
+        c2pa_trust=c2pa_trust,
     )
     raise typer.Exit(run_cli_scan(opts))
 

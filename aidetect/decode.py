@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from aidetect.preprocess import Preprocess, center_crop, open_rgb, resized_rgb
+from aidetect.provenance import NONE as NO_PROVENANCE
+from aidetect.provenance import Provenance
 from aidetect.sources import ImageRef
 
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -37,6 +39,7 @@ class Encoded:
     error: str | None = None
     width: int | None = None  # as stored, before EXIF orientation
     height: int | None = None
+    provenance: Provenance = NO_PROVENANCE  # filled by the provenance stage, when it runs
 
 
 @dataclass(slots=True)

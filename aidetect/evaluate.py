@@ -90,6 +90,12 @@ def compute_metrics(rows: pd.DataFrame, threshold: float, target_fpr: float) -> 
     scores = ok.prob_ai.to_numpy(np.float64)
     result = summarize(labels, scores, threshold)
     result["failed"] = int(rows.error.notna().sum())
+    decided = rows[rows.verdict.notna()]
+    result["combined"] = {
+        "count": int(len(decided)),
+        "accuracy": float((decided.verdict == decided.true_label).mean()) if len(decided) else None,
+        "decided_by_provenance": int((rows.verdict_source == "provenance").sum()),
+    }
     result["counts"] = {name: int((ok.true_label == name).sum()) for name in CLASS_NAMES}
     at_target = threshold_for_fpr(labels, scores, target_fpr)
     result["target_fpr"] = target_fpr
@@ -114,8 +120,14 @@ def metrics_table(m: dict, title: str) -> Table:
         return "undefined (one class)" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     table.add_row("images", f"{m['count']} ({m['counts']['real']} real, {m['counts']['ai']} ai; {m['failed']} failed)")
+    table.add_row("[bold]model[/]", "")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "log_loss", "ece"):
         table.add_row(key.replace("_", " "), fmt(m[key]))
+    combined = m["combined"]
+    table.add_row(
+        "combined accuracy (model + provenance)",
+        f"{fmt(combined['accuracy'])} ({combined['decided_by_provenance']} decided by provenance)",
+    )
     table.add_row("threshold", f"{m['threshold']:.4f}")
     if m.get("at_target_fpr"):
         at = m["at_target_fpr"]

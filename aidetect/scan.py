@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, load, read_file
+from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, Encoded, load, read_file
 from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
+from aidetect.provenance import inspect as inspect_provenance
 from aidetect.s3 import check_bucket, is_s3, list_images, read_object
 from aidetect.s3 import configure as configure_s3
 from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
@@ -46,6 +47,8 @@ class ScanOptions:
     threads: int | None = None
     read_workers: int = 16
     endpoint_url: str | None = None
+    provenance: bool = True
+    c2pa_trust: str | None = None  # PEM trust anchors: manifests signed under them are "trusted"
 
 
 @dataclass
@@ -60,6 +63,7 @@ class ScanResult:
     real: int = 0
     ai: int = 0
     errors: int = 0
+    by_provenance: int = 0
     skipped: int = 0
     ignored: int = 0
     seconds: float = 0.0
@@ -219,6 +223,7 @@ class Scanner:
         info = self.detector.info
         self.threshold = opts.threshold if opts.threshold is not None else info.threshold
         self.decoder = BatchDecoder(info.preprocess, opts.batch_size, self.detector.device, dali_threads)
+        self.c2pa_trust = open(opts.c2pa_trust).read() if opts.c2pa_trust else None
         self.to_stdout = opts.output == STDOUT
         folder = tempfile.mkdtemp(prefix="aidetect-") if self.to_stdout else opts.output
         self.sink = ParquetSink(folder, info.label)
@@ -239,19 +244,31 @@ class Scanner:
                 self.sink.supersede(ref.key)
             yield ref
 
-    def _rows(self, decoded: list[Decoded]) -> list[Row]:
+    def _load(self, ref: ImageRef) -> Encoded:
+        """The read stage: bytes, header probe and (unless turned off) the provenance walk."""
+        item = load(ref, self.opts.max_pixels, read_ref)
+        if self.opts.provenance and item.data:
+            item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
+        return item
+
+    def _decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
+        return batch, self.decoder.decode(batch)
+
+    def _rows(self, encoded: list[Encoded], decoded: list[Decoded]) -> list[Row]:
         ok = [d for d in decoded if d.error is None]
         probs = iter(self.detector.predict(self.decoder.stack(ok)) if ok else np.empty(0))
         rows = []
-        for d in decoded:
+        for e, d in zip(encoded, decoded):
             if d.error is not None:
-                rows.append(Row(d.ref, None, None, d.error, d.width, d.height))
+                row = Row(d.ref, None, None, d.error, d.width, d.height, e.provenance)
                 self.result.errors += 1
-                continue
-            p = float(next(probs))
-            label = "ai" if p >= self.threshold else "real"
-            setattr(self.result, label, getattr(self.result, label) + 1)
-            rows.append(Row(d.ref, label, p, None, d.width, d.height))
+            else:
+                p = float(next(probs))
+                label = "ai" if p >= self.threshold else "real"
+                setattr(self.result, label, getattr(self.result, label) + 1)
+                row = Row(d.ref, label, p, None, d.width, d.height, e.provenance)
+            self.result.by_provenance += row.verdict[1] == "provenance"
+            rows.append(row)
         room = ScanResult.PREVIEW_ROWS + 1 - len(self.result.preview)
         self.result.preview.extend(rows[: max(room, 0)])
         return rows
@@ -263,16 +280,16 @@ class Scanner:
         start = time.monotonic()
         pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
         refs = self._fresh(list_refs(self.opts, stats) if refs is None else _counted(refs, stats), index)
-        encoded = bounded_map(lambda r: load(r, self.opts.max_pixels, read_ref), refs, pool, self.opts.read_workers * 4)
+        encoded = bounded_map(self._load, refs, pool, self.opts.read_workers * 4)
         reader = _Stage("read", batched(encoded, self.opts.batch_size), lambda batch: batch, depth=2)
-        decoder = _Stage("decode", reader, self.decoder.decode, depth=2)
+        decoder = _Stage("decode", reader, self._decode, depth=2)
         reader.start()
         decoder.start()
         try:
             with self._progress() as progress:
                 task = progress.add_task("scanning", total=None)
-                for decoded in decoder:
-                    self.sink.write(self._rows(decoded))
+                for encoded_batch, decoded in decoder:
+                    self.sink.write(self._rows(encoded_batch, decoded))
                     self.result.scanned += len(decoded)
                     self._update(progress, task, stats)
         finally:
@@ -323,12 +340,20 @@ class Scanner:
 def preview_table(rows: list[Row]) -> Table:
     """Per-image verdicts, for scans small enough to read on screen."""
     table = Table(box=None, header_style="bold")
-    for name in ("path", "label", "prob_ai", "error"):
+    for name in ("path", "label", "prob_ai", "verdict", "evidence / error"):
         table.add_column(name, justify="right" if name == "prob_ai" else "left", overflow="fold")
     for row in rows:
         colour = {"ai": "red", "real": "green"}.get(row.label or "", "yellow")
         prob = "" if row.prob_ai is None else f"{row.prob_ai:.3f}"
-        table.add_row(row.ref.key, f"[{colour}]{row.label or '-'}[/]", prob, row.error or "")
+        verdict, source = row.verdict
+        evidence = row.provenance.kind and f"{row.provenance.kind}: {row.provenance.generator or '?'}"
+        table.add_row(
+            row.ref.key,
+            f"[{colour}]{row.label or '-'}[/]",
+            prob,
+            f"{verdict or '-'} ({source or '-'})",
+            row.error or evidence or "",
+        )
     return table
 
 
@@ -336,7 +361,8 @@ def summary_lines(result: ScanResult) -> list[str]:
     lines = [
         f"scanned {result.scanned} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
         f"with {result.model} on {result.runtime} ({result.decoder})",
-        f"  {result.real} real, {result.ai} ai, {result.errors} errors; {result.skipped} skipped "
+        f"  {result.real} real, {result.ai} ai (model), {result.by_provenance} decided by provenance, "
+        f"{result.errors} errors; {result.skipped} skipped "
         f"(already in the output, unchanged), {result.ignored} ignored (not images)",
     ]
     if result.unreadable_dirs:
@@ -356,6 +382,8 @@ def run_guarded(work: Callable[[Console], object]) -> int:
 
     with filtered_stderr() as err:
         console = Console(file=err, stderr=True)
+        if not console.is_terminal:
+            console.width = 200  # logs and pipes: do not fold paths at 80 columns
         try:
             work(console)
         except (SourceError, ModelError, DeviceError, OutputError, DataError, S3Error) as exc:

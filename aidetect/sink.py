@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aidetect.provenance import NONE as NO_PROVENANCE
+from aidetect.provenance import Provenance
 from aidetect.sources import ImageRef
 
 SCHEMA = pa.schema(
@@ -36,6 +38,11 @@ SCHEMA = pa.schema(
         pa.field("etag", pa.string()),
         pa.field("model", pa.string()),
         pa.field("scanned_at", pa.timestamp("us", tz="UTC")),
+        pa.field("provenance", pa.string()),
+        pa.field("generator", pa.string()),
+        pa.field("c2pa_state", pa.string()),
+        pa.field("verdict", pa.string()),
+        pa.field("verdict_source", pa.string()),
     ]
 )
 MARKER = "_aidetect.json"  # pyarrow skips names starting with "_" or "."
@@ -91,6 +98,14 @@ class Row:
     error: str | None
     width: int | None
     height: int | None
+    provenance: Provenance = NO_PROVENANCE
+
+    @property
+    def verdict(self) -> tuple[str | None, str | None]:
+        """Decisive provenance says "ai"; otherwise the model's label decides."""
+        if self.provenance.decisive:
+            return "ai", "provenance"
+        return (self.label, "model") if self.label else (None, None)
 
 
 class LocalPartStore:
@@ -264,6 +279,11 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "etag": [r.ref.etag for r in rows],
         "model": [model] * len(rows),
         "scanned_at": [now] * len(rows),
+        "provenance": [r.provenance.kind for r in rows],
+        "generator": [r.provenance.generator for r in rows],
+        "c2pa_state": [r.provenance.c2pa_state for r in rows],
+        "verdict": [r.verdict[0] for r in rows],
+        "verdict_source": [r.verdict[1] for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)
 

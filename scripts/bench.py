@@ -9,6 +9,7 @@ Each measurement runs in its own process on the same corpus and the same model:
   model      onnxruntime on tensors already in memory (the model's ceiling)
   decode     the scan's read + decode stage alone (the decoder's ceiling)
   rss        peak memory of a scan of N and of 10 N small files (must stay flat)
+  provenance the scan again with --no-provenance: what the metadata evidence costs
 
 Usage: python scripts/bench.py [--images 300] [--folder DIR] [--model PATH] [--json bench.json]
 """
@@ -171,6 +172,12 @@ def scan_once(folder: Path, args, extra: list[str] = ()) -> dict:
     return {"images": count, "wall_s": wall, "images_per_s": count / wall, "peak_rss_mb": rss, "summary": summary}
 
 
+def _scan_rate(result: dict) -> float:
+    """images/s as the scan reports it (excludes process start), from its summary line."""
+    summary = result["summary"]
+    return float(summary.split("(")[1].split()[0]) if "(" in summary else result["images_per_s"]
+
+
 def small_corpus(count: int) -> Path:
     """Tiny distinct JPEGs, for the memory-versus-file-count check."""
     import io
@@ -231,6 +238,12 @@ def main() -> None:
     results: dict = {"machine": machine(), "model": args.model, "folder": str(args.folder)}
     results["scan"] = scan_once(args.folder, args)
     print(f"scan      {results['scan']['images_per_s']:8.1f} images/s  ({results['scan']['summary']})", file=sys.stderr)
+    if "provenance" not in skip:
+        off = scan_once(args.folder, args, ["--no-provenance"])
+        results["scan_no_provenance"] = off
+        # Cost of the provenance stage: the scan's own rate with it against without it.
+        results["provenance_cost"] = 1 - _scan_rate(results["scan"]) / _scan_rate(off)
+        print(f"provenance costs {results['provenance_cost']:+.1%} of throughput", file=sys.stderr)
     results["model_only"] = child("model", args)
     print(f"model     {results['model_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
     results["decode_only"] = child("decode", args)

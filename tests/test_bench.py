@@ -42,3 +42,4 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
         assert result[key]["images_per_s"] > 0, key
     assert result["speedup_vs_baseline"] > 0 and result["pipeline_efficiency"] > 0
     assert result["rss"]["files"] == [20, 200]
+    assert "provenance_cost" in result and result["scan_no_provenance"]["images"] == 6

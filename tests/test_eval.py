@@ -72,6 +72,7 @@ def test_eval_writes_report_consistent_with_its_predictions(tmp_path, model_path
     assert abs(m["roc_auc"] - metrics.roc_auc(y, p)) < 1e-12
     assert abs(m["log_loss"] - metrics.log_loss(y, p)) < 1e-12
     assert (ok.label == np.where(p >= 0.5, "ai", "real")).all()  # same verdicts as scan
+    assert m["combined"]["accuracy"] == (ok.verdict == ok.true_label).mean() and "combined accuracy" in err
 
 
 def test_eval_on_one_class_says_auc_is_undefined(tmp_path, model_path):

@@ -1,0 +1,317 @@
+"""Provenance: what an image's own metadata says about how it was made.
+
+Cheap first: a bounds-checked walk of the container (JPEG segments up to the image data, all
+PNG chunks including text after IDAT, all WebP RIFF chunks) collects EXIF, XMP, generator text
+chunks and C2PA candidates in tens of microseconds. Only files that carry a C2PA/JUMBF chunk
+go to the C2PA library, whose reading costs far more.
+
+Rules: a valid C2PA manifest or an IPTC digital source type that declares generative AI
+decides; generator text chunks and known generator names in EXIF/XMP decide too (a false claim
+of being AI-made is rare, stripping metadata is common). An edited-with-AI source type is
+reported, not decisive. A C2PA manifest that fails validation is reported and never trusted.
+Absence of metadata says nothing: then the model decides.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+IPTC_AI = "trainedAlgorithmicMedia"
+IPTC_AI_EDITED = ("compositeWithTrainedAlgorithmicMedia", "algorithmicallyEnhanced", "compositeSynthetic")
+XMP_MAX = 1 << 20  # never regex-scan more than 1 MiB of XMP
+TEXT_MAX = 1 << 20
+MAX_CHUNKS = 100_000
+
+# Generator names as they appear in EXIF Software/Artist/ImageDescription and XMP CreatorTool.
+GENERATORS = [
+    (re.compile(r"midjourney", re.I), "Midjourney"),
+    (re.compile(r"dall[\s·\-_.]?e", re.I), "DALL·E"),
+    (re.compile(r"firefly", re.I), "Adobe Firefly"),
+    (re.compile(r"stable[\s_-]?diffusion|automatic1111|sd[\s_-]?xl", re.I), "Stable Diffusion"),
+    (re.compile(r"comfyui", re.I), "ComfyUI"),
+    (re.compile(r"novelai", re.I), "NovelAI"),
+    (re.compile(r"imagen|gemini", re.I), "Google Imagen"),
+    (re.compile(r"\bflux\b", re.I), "FLUX"),
+    (re.compile(r"leonardo\.ai", re.I), "Leonardo.Ai"),
+    (re.compile(r"ideogram", re.I), "Ideogram"),
+    (re.compile(r"gpt-?4o|openai", re.I), "OpenAI"),
+]
+
+# Evidence kinds, strongest first.
+STRENGTH = ["c2pa", "iptc-digital-source-type", "sd-parameters", "comfyui", "exif-software", "xmp-creator-tool"]
+
+
+@dataclass
+class Container:
+    """What the structure walk found."""
+
+    exif: bytes | None = None
+    xmp: str | None = None
+    texts: dict[str, str] = field(default_factory=dict)
+    c2pa: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    kind: str
+    generator: str | None
+    decisive: bool
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The strongest evidence found (or none), ready for the output columns."""
+
+    kind: str | None = None
+    generator: str | None = None
+    c2pa_state: str | None = None
+    decisive: bool = False
+
+
+NONE = Provenance()
+
+
+# ---- the structure walk -------------------------------------------------------------------
+
+
+def walk(data: bytes, fmt: str | None) -> Container:
+    """Never raises and never reads past the data, whatever the lengths in it claim."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            return _walk_jpeg(data)
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return _walk_png(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _walk_webp(data)
+    except (struct.error, ValueError, IndexError, zlib.error):
+        pass
+    return Container()
+
+
+def _walk_jpeg(data: bytes) -> Container:
+    found = Container()
+    pos, n = 2, len(data)
+    for _ in range(MAX_CHUNKS):
+        if pos + 4 > n or data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan: metadata lives before it
+            break
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        body = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
+            found.exif = body[6:]
+        elif marker == 0xE1 and body.startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
+            found.xmp = _decode_text(body[29:])
+        elif marker == 0xEB and (b"jumb" in body[:64] or b"c2pa" in body[:64]):
+            found.c2pa = True
+        elif marker == 0xFE:
+            found.texts.setdefault("comment", _decode_text(body))
+        pos += 2 + length
+    return found
+
+
+def _walk_png(data: bytes) -> Container:
+    found = Container()
+    pos, n = 8, len(data)
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > n:
+            break
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if length > n - pos - 12:
+            break
+        body = data[pos + 8 : pos + 8 + length]
+        if ctype in (b"tEXt", b"iTXt", b"zTXt"):
+            keyword, text = _png_text(ctype, body)
+            if keyword == "XML:com.adobe.xmp":
+                found.xmp = text
+            elif keyword:
+                found.texts[keyword] = text
+        elif ctype == b"eXIf":
+            found.exif = body
+        elif ctype == b"caBX":
+            found.c2pa = True
+        elif ctype == b"IEND":
+            break
+        pos += 12 + length
+    return found
+
+
+def _png_text(ctype: bytes, body: bytes) -> tuple[str, str]:
+    keyword, _, rest = body.partition(b"\x00")
+    key = keyword.decode("latin-1")
+    if ctype == b"tEXt":
+        return key, rest[:TEXT_MAX].decode("latin-1")
+    if ctype == b"zTXt":
+        return key, _inflate(rest[1:])
+    compressed, _method = rest[:1] == b"\x01", rest[1:2]
+    _lang, _, rest = rest[2:].partition(b"\x00")
+    _translated, _, text = rest.partition(b"\x00")
+    return key, _inflate(text) if compressed else _decode_text(text)
+
+
+def _inflate(raw: bytes) -> str:
+    inflater = zlib.decompressobj()
+    return _decode_text(inflater.decompress(raw, TEXT_MAX))  # bounded: no zip bomb
+
+
+def _walk_webp(data: bytes) -> Container:
+    found = Container()
+    pos, n = 12, len(data)
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > n:
+            break
+        ctype, length = struct.unpack_from("<4sI", data, pos)
+        if length > n - pos - 8:
+            break
+        body = data[pos + 8 : pos + 8 + length]
+        if ctype == b"EXIF":
+            found.exif = body[6:] if body.startswith(b"Exif\x00\x00") else body
+        elif ctype == b"XMP ":
+            found.xmp = _decode_text(body)
+        elif ctype == b"C2PA":
+            found.c2pa = True
+        pos += 8 + length + (length & 1)
+    return found
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw[:TEXT_MAX].decode("utf-8", "replace")
+
+
+# ---- EXIF (IFD0 ASCII tags only) ------------------------------------------------------------
+
+EXIF_TEXT_TAGS = {0x0131: "Software", 0x013B: "Artist", 0x010E: "ImageDescription", 0x010F: "Make"}
+
+
+def exif_text(exif: bytes) -> dict[str, str]:
+    """The few IFD0 text tags that name software; bounds-checked, never raises."""
+    out: dict[str, str] = {}
+    try:
+        order = {b"II": "<", b"MM": ">"}[exif[:2]]
+        (ifd,) = struct.unpack_from(order + "I", exif, 4)
+        (count,) = struct.unpack_from(order + "H", exif, ifd)
+        for i in range(min(count, 512)):
+            tag, typ, num, value = struct.unpack_from(order + "HHI4s", exif, ifd + 2 + 12 * i)
+            if tag not in EXIF_TEXT_TAGS or typ != 2:
+                continue
+            if num <= 4:
+                raw = value[:num]
+            else:
+                (offset,) = struct.unpack(order + "I", value)
+                raw = exif[offset : offset + min(num, 4096)]
+            out[EXIF_TEXT_TAGS[tag]] = raw.split(b"\x00")[0].decode("utf-8", "replace").strip()
+    except (KeyError, struct.error):
+        pass
+    return out
+
+
+# ---- evidence ------------------------------------------------------------------------------
+
+_DST = re.compile(r"DigitalSourceType(?:\s*=\s*[\"']|>)\s*([^\"'<\s]+)", re.I)
+_CREATOR = re.compile(r"CreatorTool(?:\s*=\s*[\"']|>)\s*([^\"'<]+)", re.I)
+
+
+def generator_in(text: str | None) -> str | None:
+    if not text:
+        return None
+    for pattern, name in GENERATORS:
+        if pattern.search(text):
+            return name
+    return None
+
+
+def metadata_evidence(found: Container) -> list[Evidence]:
+    """Evidence from XMP, text chunks and EXIF (everything but C2PA)."""
+    evidence = []
+    xmp = (found.xmp or "")[:XMP_MAX]
+    creator = _CREATOR.search(xmp)
+    tool = generator_in(creator.group(1)) if creator else None
+    for match in _DST.finditer(xmp):
+        code = match.group(1).rsplit("/", 1)[-1]
+        if code == IPTC_AI:
+            evidence.append(Evidence("iptc-digital-source-type", tool, True))
+        elif code in IPTC_AI_EDITED:
+            evidence.append(Evidence("iptc-digital-source-type", tool, False))
+    if "parameters" in found.texts:
+        evidence.append(Evidence("sd-parameters", "Stable Diffusion", True))
+    if "prompt" in found.texts or "workflow" in found.texts:
+        evidence.append(Evidence("comfyui", "ComfyUI", True))
+    if found.exif:
+        tags = exif_text(found.exif)
+        name = generator_in(tags.get("Software")) or generator_in(tags.get("Artist"))
+        name = name or generator_in(tags.get("ImageDescription"))
+        if name:
+            evidence.append(Evidence("exif-software", name, True))
+    if tool:
+        evidence.append(Evidence("xmp-creator-tool", tool, True))
+    return evidence
+
+
+MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def c2pa_evidence(data: bytes, fmt: str | None, trust_pem: str | None = None) -> tuple[Evidence, str]:
+    """Read and validate the manifest; returns the evidence and the validation state."""
+    try:
+        import c2pa
+
+        context = None
+        if trust_pem:
+            context = c2pa.Context.from_dict({"trust": {"trust_anchors": trust_pem}, "verify": {"verify_trust": True}})
+        with c2pa.Reader(MIME.get(fmt or "", "image/jpeg"), io.BytesIO(data), context=context) as reader:
+            state = (reader.get_validation_state() or "invalid").lower()
+            store = json.loads(reader.json())
+    except Exception:  # a manifest the library cannot even parse is as untrustworthy as a failed one
+        return Evidence("c2pa", None, False), "invalid"
+    manifest = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
+    generator = _claim_generator(manifest)
+    codes = [a.get("digitalSourceType", "").rsplit("/", 1)[-1] for a in _actions(manifest)]
+    decisive = state in ("valid", "trusted") and IPTC_AI in codes
+    return Evidence("c2pa", generator, decisive), state
+
+
+def _actions(manifest: dict) -> list[dict]:
+    out = []
+    for assertion in manifest.get("assertions", []):
+        if str(assertion.get("label", "")).startswith("c2pa.actions"):
+            out += assertion.get("data", {}).get("actions", [])
+    return out
+
+
+def _claim_generator(manifest: dict) -> str | None:
+    for action in _actions(manifest):
+        agent = action.get("softwareAgent")
+        name = agent.get("name") if isinstance(agent, dict) else agent
+        if name:
+            return generator_in(name) or str(name)
+    info = manifest.get("claim_generator_info") or []
+    if info and isinstance(info[0], dict) and info[0].get("name"):
+        return generator_in(info[0]["name"]) or info[0]["name"]
+    return generator_in(manifest.get("claim_generator"))
+
+
+def inspect(data: bytes, fmt: str | None, trust_pem: str | None = None) -> Provenance:
+    """The strongest evidence in an image's bytes (decisive evidence first)."""
+    found = walk(data, fmt)
+    evidence = metadata_evidence(found)
+    state = None
+    if found.c2pa:
+        c2pa_found, state = c2pa_evidence(data, fmt, trust_pem)
+        evidence.append(c2pa_found)
+    if not evidence:
+        return Provenance(c2pa_state=state)
+    best = min(evidence, key=lambda e: (not e.decisive, STRENGTH.index(e.kind)))
+    generator = best.generator or next((e.generator for e in evidence if e.generator), None)
+    return Provenance(best.kind, generator, state, best.decisive)
