@@ -43,6 +43,18 @@ def scan(
     read_workers: int = typer.Option(
         16, "--read-workers", min=1, help="Files or S3 objects fetched at once (a bounded pool)."
     ),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="Also score a flipped, a JPEG-85 and a 0.75x-rescaled variant (4x the model work); label 'uncertain' when they disagree.",
+    ),
+    max_spread: float = typer.Option(
+        0.3,
+        "--max-spread",
+        min=0.0,
+        max=1.0,
+        help="With --tta: 'uncertain' when max - min of the variants' prob_ai exceeds this.",
+    ),
     provenance: bool = typer.Option(
         True,
         "--provenance/--no-provenance",
@@ -83,6 +95,8 @@ def scan(
         endpoint_url=endpoint_url,
         provenance=provenance,
         c2pa_trust=c2pa_trust,
+        tta=tta,
+        max_spread=max_spread,
     )
     raise typer.Exit(run_cli_scan(opts))
 
@@ -112,6 +126,12 @@ def evaluate(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [default: all usable cores]."),
+    robustness: int = typer.Option(
+        1000,
+        "--robustness",
+        min=0,
+        help="Rescan this many images (seeded sample) re-saved as JPEG 75/90, rescaled 0.5x/0.75x and cropped; 0 skips it.",
+    ),
 ) -> None:
     """Measure a model on labelled images (same pipeline as scan): metrics table, Parquet predictions and plots."""
     from aidetect.evaluate import EvalOptions, run_eval
@@ -127,14 +147,69 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         threads=threads,
+        robustness=robustness,
     )
     raise typer.Exit(run_guarded(lambda console: run_eval(opts, console)))
+
+
+@app.command()
+def calibrate(
+    data: str = typer.Argument(..., help="Labelled images, laid out as for `aidetect eval`.", show_default=False),
+    model: str | None = typer.Option(None, "--model", help="ONNX detector [default: the bundled model]."),
+    output: str = typer.Option(..., "-o", "--output", help="New ONNX file to write (the original is never changed)."),
+    target_fpr: float = typer.Option(
+        0.01,
+        "--target-fpr",
+        min=0.0,
+        max=1.0,
+        help="The new default threshold flags at most this fraction of real images.",
+    ),
+    holdout: float | None = typer.Option(
+        None, "--holdout", help="Use the validation split `aidetect train --val-split HOLDOUT` held out of DATA."
+    ),
+    seed: int = typer.Option(0, "--seed", help="The training seed, with --holdout."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
+) -> None:
+    """Refit temperature scaling and the default threshold on your own labelled images; writes a new ONNX file."""
+    from aidetect.calibration import calibrate as run_calibrate
+    from aidetect.scan import run_guarded
+
+    def work(console):
+        run_calibrate(
+            data, model, output, target_fpr, console, holdout=holdout, seed=seed, batch_size=batch_size, device=device
+        )
+
+    raise typer.Exit(run_guarded(work))
+
+
+@app.command()
+def report(
+    output: str = typer.Argument(
+        ..., help="A scan's OUTPUT (Parquet folder, file, or s3:// prefix).", show_default=False
+    ),
+    html_path: str = typer.Option(
+        "report.html", "-o", "--output", help="HTML file to write (self-contained: open it in any browser, offline)."
+    ),
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="Where the histogram marks the threshold and 'closest calls' are measured from."
+    ),
+) -> None:
+    """Write one self-contained HTML page for looking through a scan: counts, histogram, likely-AI, uncertain, errors, provenance."""
+    from aidetect.report import write_report
+    from aidetect.scan import run_guarded
+
+    def work(console):
+        write_report(output, html_path, threshold)
+        console.print(f"wrote {html_path}")
+
+    raise typer.Exit(run_guarded(work))
 
 
 def missing_training_packages() -> list[str]:
     import importlib.util
 
-    return [m for m in ("torch", "timm", "onnx") if importlib.util.find_spec(m) is None]
+    return [m for m in ("torch", "timm") if importlib.util.find_spec(m) is None]
 
 
 def register_training(target: typer.Typer, missing: list[str]) -> None:

@@ -242,7 +242,3 @@ class BatchDecoder:
             return
         for i, (array, height, width) in zip(idx, results):
             out[i] = Decoded(items[i].ref, center_crop(array, self.pre), width, height)
-
-    def stack(self, decoded: Sequence[Decoded]) -> np.ndarray:
-        """Normalised float32 NCHW batch of the images that decoded."""
-        return self.pre.normalize(np.stack([d.pixels for d in decoded]))

@@ -34,6 +34,7 @@ class EvalOptions:
     batch_size: int = 32
     device: str = "auto"
     threads: int | None = None
+    robustness: int = 1000  # images checked under perturbations (a seeded sample); 0 turns it off
 
 
 def collect_items(data: str, holdout: float | None, seed: int) -> tuple[list[Item], str]:
@@ -140,6 +141,30 @@ def metrics_table(m: dict, title: str) -> Table:
     return table
 
 
+def check_robustness(rows: pd.DataFrame, scanner: Scanner, opts: EvalOptions) -> dict:
+    from aidetect.robustness import robustness
+
+    ok = rows[rows.error.isna()]
+    if len(ok) > opts.robustness:
+        ok = ok.sample(opts.robustness, random_state=opts.seed)
+    return robustness(
+        ok.path.tolist(), ok.prob_ai.to_numpy(np.float64), scanner.detector, scanner.decoder, scanner.threshold
+    )
+
+
+def robustness_table(report: dict) -> Table:
+    table = Table(
+        title="robustness: change in prob_ai when the image is re-saved or resized", box=None, header_style="bold"
+    )
+    for col in ("perturbation", "mean |change|", "95th pct |change|", "verdicts flipped", "images"):
+        table.add_column(col, justify="left" if col == "perturbation" else "right")
+    for name, r in report.items():
+        table.add_row(
+            name, f"{r['mean_abs_change']:.4f}", f"{r['p95_abs_change']:.4f}", f"{r['flip_rate']:.2%}", str(r["count"])
+        )
+    return table
+
+
 def run_eval(opts: EvalOptions, console: Console) -> dict:
     items, name = collect_items(opts.data, opts.holdout, opts.seed)
     console.print(f"evaluating on {name}: {len(items)} images")
@@ -154,6 +179,8 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
         **metrics,
         "failed_files": [{"path": p, "error": e} for p, e in zip(failed.path, failed.error)],
     }
+    if opts.robustness:
+        report["robustness"] = check_robustness(rows, scanner, opts)
     with open(os.path.join(opts.report_dir, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
     rows.to_parquet(os.path.join(opts.report_dir, "predictions.parquet"), index=False)
@@ -161,13 +188,18 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
 
     write_plots(rows, metrics, f"{model.label} on {name}", opts.report_dir)
     console.print(metrics_table(metrics, f"{model.label} on {name}"))
+    if report.get("robustness"):
+        from aidetect.plots import robustness_plot
+
+        robustness_plot(report["robustness"], f"{model.label} on {name}", opts.report_dir)
+        console.print(robustness_table(report["robustness"]))
     if metrics["roc_auc"] is None:
         console.print("[yellow]note:[/] only one class present, so ROC-AUC and the ROC curve are undefined")
     if len(failed):
         console.print(f"[yellow]{len(failed)} files could not be decoded[/] (listed in metrics.json):")
         for p, e in list(zip(failed.path, failed.error))[:10]:
             console.print(f"  {p}: {e}", highlight=False)
-    console.print(f"report: {opts.report_dir}/ (metrics.json, predictions.parquet, 4 PNG plots)")
+    console.print(f"report: {opts.report_dir}/ (metrics.json, predictions.parquet, PNG plots)")
     return report
 
 

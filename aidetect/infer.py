@@ -144,11 +144,12 @@ class Detector:
     def runtime(self) -> str:
         return {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA"}.get(self.providers[0], "CPU")
 
+    def margins(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW batch -> logit of "ai" minus logit of "real" (before temperature)."""
+        logits = self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
+        return logits[:, self.info.ai_index] - logits[:, 1 - self.info.ai_index]
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW batch -> calibrated probability of the "ai" class for each image."""
-        logits = self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
-        logits /= self.info.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return probs[:, self.info.ai_index].astype(np.float32)
+        scaled = self.margins(batch) / self.info.temperature
+        return (0.5 * (1 + np.tanh(0.5 * scaled))).astype(np.float32)

@@ -124,3 +124,25 @@ def _histogram(labels, scores, metrics, title, subtitle, path) -> str:
     ax.legend(loc="upper center")
     _save(fig, path)
     return path
+
+
+def robustness_plot(report: dict, title: str, folder: str) -> str:
+    """Mean and 95th-percentile change in prob_ai, and flipped verdicts, per perturbation."""
+    names = list(report)
+    count = max(r["count"] for r in report.values())
+    fig, ax = _figure(title, f"robustness of prob_ai — {count} images, each perturbed and rescanned")
+    x = np.arange(len(names))
+    mean = [report[n]["mean_abs_change"] for n in names]
+    p95 = [report[n]["p95_abs_change"] for n in names]
+    flips = [report[n]["flip_rate"] for n in names]
+    ax.bar(x - 0.27, mean, 0.27, label="mean |change in prob_ai|", color="tab:blue")
+    ax.bar(x, p95, 0.27, label="95th percentile |change|", color="tab:orange")
+    ax.bar(x + 0.27, flips, 0.27, label="share of verdicts flipped", color="tab:red")
+    ax.set_xticks(x, names, rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("change in probability / share of images")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    path = os.path.join(folder, "robustness.png")
+    _save(fig, path)
+    return path

@@ -28,6 +28,7 @@ from aidetect.s3 import check_bucket, is_s3, list_images, read_object
 from aidetect.s3 import configure as configure_s3
 from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
 from aidetect.sources import ImageRef, WalkStats, walk_images
+from aidetect.tta import TTAScorer
 
 STDOUT = "-"
 
@@ -48,6 +49,8 @@ class ScanOptions:
     read_workers: int = 16
     endpoint_url: str | None = None
     provenance: bool = True
+    tta: bool = False
+    max_spread: float = 0.3
     c2pa_trust: str | None = None  # PEM trust anchors: manifests signed under them are "trusted"
 
 
@@ -62,6 +65,7 @@ class ScanResult:
     scanned: int = 0
     real: int = 0
     ai: int = 0
+    uncertain: int = 0
     errors: int = 0
     by_provenance: int = 0
     skipped: int = 0
@@ -224,6 +228,9 @@ class Scanner:
         self.threshold = opts.threshold if opts.threshold is not None else info.threshold
         self.decoder = BatchDecoder(info.preprocess, opts.batch_size, self.detector.device, dali_threads)
         self.c2pa_trust = open(opts.c2pa_trust).read() if opts.c2pa_trust else None
+        self.tta = (
+            TTAScorer(self.detector.predict, info.preprocess, self.threshold, opts.max_spread) if opts.tta else None
+        )
         self.to_stdout = opts.output == STDOUT
         folder = tempfile.mkdtemp(prefix="aidetect-") if self.to_stdout else opts.output
         self.sink = ParquetSink(folder, info.label)
@@ -251,22 +258,30 @@ class Scanner:
             item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
         return item
 
+    def _score(self, pixels: list[np.ndarray]) -> tuple:
+        """P(ai), spread (None without --tta) and whether the variants disagree, per image."""
+        if not pixels:
+            return (), (), ()
+        if self.tta:
+            return self.tta.score(pixels)
+        probs = self.detector.predict(self.decoder.pre.normalize(np.stack(pixels)))
+        return probs, [None] * len(pixels), [False] * len(pixels)
+
     def _decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
         return batch, self.decoder.decode(batch)
 
     def _rows(self, encoded: list[Encoded], decoded: list[Decoded]) -> list[Row]:
-        ok = [d for d in decoded if d.error is None]
-        probs = iter(self.detector.predict(self.decoder.stack(ok)) if ok else np.empty(0))
+        scores = iter(zip(*self._score([d.pixels for d in decoded if d.error is None])))
         rows = []
         for e, d in zip(encoded, decoded):
             if d.error is not None:
                 row = Row(d.ref, None, None, d.error, d.width, d.height, e.provenance)
                 self.result.errors += 1
             else:
-                p = float(next(probs))
-                label = "ai" if p >= self.threshold else "real"
+                p, spread, uncertain = next(scores)
+                label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
                 setattr(self.result, label, getattr(self.result, label) + 1)
-                row = Row(d.ref, label, p, None, d.width, d.height, e.provenance)
+                row = Row(d.ref, label, float(p), None, d.width, d.height, e.provenance, spread)
             self.result.by_provenance += row.verdict[1] == "provenance"
             rows.append(row)
         room = ScanResult.PREVIEW_ROWS + 1 - len(self.result.preview)
@@ -343,7 +358,7 @@ def preview_table(rows: list[Row]) -> Table:
     for name in ("path", "label", "prob_ai", "verdict", "evidence / error"):
         table.add_column(name, justify="right" if name == "prob_ai" else "left", overflow="fold")
     for row in rows:
-        colour = {"ai": "red", "real": "green"}.get(row.label or "", "yellow")
+        colour = {"ai": "red", "real": "green", "uncertain": "magenta"}.get(row.label or "", "yellow")
         prob = "" if row.prob_ai is None else f"{row.prob_ai:.3f}"
         verdict, source = row.verdict
         evidence = row.provenance.kind and f"{row.provenance.kind}: {row.provenance.generator or '?'}"
@@ -361,7 +376,9 @@ def summary_lines(result: ScanResult) -> list[str]:
     lines = [
         f"scanned {result.scanned} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
         f"with {result.model} on {result.runtime} ({result.decoder})",
-        f"  {result.real} real, {result.ai} ai (model), {result.by_provenance} decided by provenance, "
+        f"  {result.real} real, {result.ai} ai"
+        + (f", {result.uncertain} uncertain" if result.uncertain else "")
+        + f" (model), {result.by_provenance} decided by provenance, "
         f"{result.errors} errors; {result.skipped} skipped "
         f"(already in the output, unchanged), {result.ignored} ignored (not images)",
     ]

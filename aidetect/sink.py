@@ -30,6 +30,7 @@ SCHEMA = pa.schema(
         pa.field("path", pa.string(), nullable=False),
         pa.field("label", pa.string()),
         pa.field("prob_ai", pa.float32()),
+        pa.field("prob_spread", pa.float32()),
         pa.field("error", pa.string()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
@@ -99,6 +100,7 @@ class Row:
     width: int | None
     height: int | None
     provenance: Provenance = NO_PROVENANCE
+    prob_spread: float | None = None  # with --tta: max - min of the variants' P(ai)
 
     @property
     def verdict(self) -> tuple[str | None, str | None]:
@@ -271,6 +273,7 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "path": [r.ref.key for r in rows],
         "label": [r.label for r in rows],
         "prob_ai": [r.prob_ai for r in rows],
+        "prob_spread": [r.prob_spread for r in rows],
         "error": [r.error for r in rows],
         "width": [r.width for r in rows],
         "height": [r.height for r in rows],

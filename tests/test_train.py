@@ -158,7 +158,8 @@ def test_tiny_training_run_end_to_end(tmp_path):
     assert "train: 9 real, 9 ai" in err and "val: 3 real, 3 ai" in err and "test: accuracy" in err
     assert "lr_scheduler.step()" not in err
     records = [json.loads(line) for line in (tmp_path / "model.run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["epoch"] for r in records[:2]] == [1, 2]
+    assert set(records[2]["calibration"]) >= {"temperature", "ece_before", "ece_after"}
     for key in ("train_loss", "val_accuracy", "val_loss", "val_f1", "val_roc_auc", "lr", "images_per_s"):
         assert key in records[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.onnx", "model.run"]  # no .onnx.data
@@ -168,6 +169,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
     assert meta["class_names"] == ["real", "ai"] and meta["preprocess"]["input_size"] == 32
     assert meta["training"]["data"]["counts"]["train"] == {"real": 9, "ai": 9}
     assert meta["metrics"]["test"]["count"] == 8 and "confusion" in meta["metrics"]["test"]
+    assert meta["temperature"] == records[2]["calibration"]["temperature"] and "calibration" in meta
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
 

@@ -102,15 +102,21 @@ def run_training(cfg, resume: str | None = None) -> dict:
     console.print(f"training {cfg.arch} at {cfg.img_size}px on {trainer.device.type} for {cfg.epochs} epochs")
     trainer.fit()
     best_path = str(trainer.run_dir / "best.pt")
+    trainer.load(best_path)
+    calibration = trainer.calibrate()
+    if calibration:
+        console.print(
+            f"calibration: temperature {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
+            f"{calibration['ece_after']:.4f} on the validation split"
+        )
     test_metrics = None
     if "test" in trainer.datasets:
-        trainer.load(best_path)
         test_metrics = trainer.evaluate("test")
         console.print(
             f"test: accuracy {test_metrics['accuracy']:.4f}  F1 {test_metrics['f1']:.4f}  "
             f"loss {test_metrics['loss']:.4f}  ROC-AUC {_f(test_metrics['roc_auc'])}  confusion {test_metrics['confusion']}"
         )
-    metadata = export_checkpoint(best_path, cfg.output, test_metrics)
+    metadata = export_checkpoint(best_path, cfg.output, test_metrics, calibration)
     console.print(f"wrote {cfg.output} (best epoch {metadata['metrics']['val'].get('epoch')})")
     return metadata
 

@@ -52,8 +52,8 @@ def base_metadata(arch: str, stem_stride: int, pre: Preprocess) -> dict:
     }
 
 
-def model_metadata(state: dict, test_metrics: dict | None = None) -> dict:
-    """Base metadata plus where the model came from: recipe, data summary, metrics."""
+def model_metadata(state: dict, test_metrics: dict | None = None, calibration: dict | None = None) -> dict:
+    """Base metadata plus where the model came from: recipe, data summary, metrics, calibration."""
     cfg = state["config"]
     meta = base_metadata(cfg["arch"], cfg.get("stem_stride", 2), Preprocess.from_dict(state["preprocess"]))
     meta["training"] = {
@@ -64,6 +64,9 @@ def model_metadata(state: dict, test_metrics: dict | None = None) -> dict:
         "data": state.get("data", {}),
     }
     meta["metrics"] = {"val": state.get("best") or {}, "test": test_metrics}
+    if calibration:
+        meta["temperature"] = calibration["temperature"]
+        meta["calibration"] = {**calibration, "fitted_on": "validation split, at the end of training"}
     return meta
 
 
@@ -120,8 +123,10 @@ def check_parity(model: torch.nn.Module, onnx_path: str, size: int, batch: int =
     return diff
 
 
-def export_checkpoint(checkpoint: str, output: str, test_metrics: dict | None = None) -> dict:
+def export_checkpoint(
+    checkpoint: str, output: str, test_metrics: dict | None = None, calibration: dict | None = None
+) -> dict:
     model, state = load_checkpoint(checkpoint)
-    metadata = model_metadata(state, test_metrics)
+    metadata = model_metadata(state, test_metrics, calibration)
     export_onnx(model, metadata, output)
     return metadata

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from aidetect.calibration import calibration_report
 from aidetect.metrics import summarize
 from aidetect.preprocess import Preprocess
 from train.data import CLASS_NAMES, Augment, DataError, ImageDataset, Splits, fingerprint, preload
@@ -182,6 +183,27 @@ class Trainer:
         result = summarize(labels, scores)
         result["loss"] = loss_sum / max(len(labels), 1)
         return result
+
+    @torch.no_grad()
+    def margins(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """logit(ai) - logit(real) and the labels of a split, for temperature scaling."""
+        self.model.eval()
+        out, labels_all = [], []
+        for images, labels in self._loader(name, shuffle=False):
+            with self._autocast():
+                logits = self.model(self._to_input(images)).float()
+            out.append((logits[:, 1] - logits[:, 0]).cpu().numpy())
+            labels_all.append(labels.numpy())
+        return np.concatenate(out).astype(np.float64), np.concatenate(labels_all).astype(bool)
+
+    def calibrate(self) -> dict | None:
+        """Fit temperature scaling on the validation split; logged to metrics.jsonl."""
+        if "val" not in self.datasets:
+            return None
+        report = calibration_report(*self.margins("val"))
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"calibration": report}) + "\n")
+        return report
 
     def fit(self, until: int | None = None) -> dict:
         """Train up to epoch `until` (default: all); checkpoints make any stop resumable."""
