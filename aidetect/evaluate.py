@@ -20,7 +20,7 @@ from rich.table import Table
 from aidetect.labels import CLASS_NAMES, DataError, Item, labelled_items, stratified_split, subdirs
 from aidetect.metrics import roc_curve, summarize, threshold_for_fpr
 from aidetect.scan import Scanner, ScanOptions
-from aidetect.sources import ImageRef, display_path
+from aidetect.sources import file_ref
 
 
 @dataclass
@@ -56,15 +56,6 @@ def collect_items(data: str, holdout: float | None, seed: int) -> tuple[list[Ite
     return labelled_items(data, require_both=False), os.path.basename(os.path.abspath(data))
 
 
-def _ref(path: str) -> ImageRef:
-    try:
-        st = os.stat(path)
-        size, mtime = st.st_size, st.st_mtime_ns
-    except OSError:
-        size, mtime = None, None
-    return ImageRef(path=path, key=display_path(os.path.abspath(path)), size=size, mtime_ns=mtime)
-
-
 def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.DataFrame, Scanner]:
     """Scan the files with the scan pipeline; returns its rows plus a `true_label` column."""
     with tempfile.TemporaryDirectory(prefix="aidetect-eval-") as tmp:
@@ -77,7 +68,7 @@ def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.
             threads=opts.threads,
         )
         scanner = Scanner(scan_opts, console)
-        refs = [_ref(path) for path, _ in items]
+        refs = [file_ref(path) for path, _ in items]
         scanner.run(refs)
         rows = pd.read_parquet(scan_opts.output)
     truth = {ref.key: CLASS_NAMES[label] for ref, (_, label) in zip(refs, items)}

@@ -114,6 +114,8 @@ class Detector:
             raise ModelError(f"{model_path}: no such model file")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Idle inference threads must sleep, not spin: decoding shares these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -65,6 +65,14 @@ def _undefined(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.4")
 
 
+def _unit_axes(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+
+
 def _roc(labels, scores, metrics, title, subtitle, path) -> str:
     fig, ax = _figure(title, f"ROC curve — {subtitle}")
     if metrics["roc_auc"] is None:
@@ -83,11 +91,7 @@ def _roc(labels, scores, metrics, title, subtitle, path) -> str:
                 label=f"threshold {metrics['threshold_at_target_fpr']:.3f} (FPR {at['fpr']:.3f})",
             )
         ax.legend(loc="lower right")
-    ax.set_xlabel("false-positive rate (real images flagged as AI)")
-    ax.set_ylabel("true-positive rate (AI images caught)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.grid(alpha=0.3)
+    _unit_axes(ax, "false-positive rate (real images flagged as AI)", "true-positive rate (AI images caught)")
     _save(fig, path)
     return path
 
@@ -101,11 +105,7 @@ def _pr(labels, scores, metrics, title, subtitle, path) -> str:
         ax.plot(recall, precision, lw=2, label=f"average precision = {metrics['average_precision']:.4f}")
         ax.axhline(labels.mean(), ls="--", color="0.6", lw=1, label="chance")
         ax.legend(loc="lower left")
-    ax.set_xlabel("recall (AI images caught)")
-    ax.set_ylabel("precision (flagged images that are AI)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.grid(alpha=0.3)
+    _unit_axes(ax, "recall (AI images caught)", "precision (flagged images that are AI)")
     _save(fig, path)
     return path
 

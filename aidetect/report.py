@@ -14,7 +14,6 @@ import io
 import numpy as np
 import pandas as pd
 
-from aidetect.decode import read_file
 from aidetect.sink import ParquetSink
 from aidetect.sources import ImageRef
 
@@ -64,11 +63,7 @@ def thumbnail(path: str) -> str | None:
     from aidetect.scan import read_ref
 
     try:
-        data = (
-            read_ref(ImageRef(path, path, None, None))
-            if path.startswith("s3://")
-            else read_file(ImageRef(path, path, None, None))
-        )
+        data = read_ref(ImageRef(path, path, None, None))
         image = open_rgb(data)
         image.draft("RGB", (THUMB, THUMB))
         image.thumbnail((THUMB, THUMB))

@@ -62,13 +62,14 @@ class WalkStats:
     done: bool = False
 
 
-def _file_ref(path: str) -> ImageRef:
+def file_ref(path: str) -> ImageRef:
+    """An ImageRef for a local file; a file that cannot be stat'ed still gets one (its row says why)."""
     try:
         st = os.stat(path)
         size, mtime = st.st_size, st.st_mtime_ns
     except OSError:
         size, mtime = None, None
-    return ImageRef(path=path, key=display_path(path), size=size, mtime_ns=mtime)
+    return ImageRef(path=path, key=display_path(os.path.abspath(path)), size=size, mtime_ns=mtime)
 
 
 def walk_images(root: str, recursive: bool = True, stats: WalkStats | None = None) -> Iterator[ImageRef]:
@@ -81,7 +82,7 @@ def walk_images(root: str, recursive: bool = True, stats: WalkStats | None = Non
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         stats.listed += 1
-        yield _file_ref(root)
+        yield file_ref(root)
         return
     seen: set[tuple[int, int]] = set()
     pending = [root]
@@ -104,7 +105,7 @@ def walk_images(root: str, recursive: bool = True, stats: WalkStats | None = Non
                         subfolders.append(entry.path)
                 elif is_image_name(entry.name) and _is_file_or_broken_link(entry):
                     stats.listed += 1
-                    yield _file_ref(entry.path)
+                    yield file_ref(entry.path)
                 else:
                     stats.ignored += 1
         pending.extend(sorted(subfolders, reverse=True))
