@@ -409,9 +409,15 @@ def run_guarded(work: Callable[[Console], object]) -> int:
         except KeyboardInterrupt:
             console.print("interrupted: finished rows are in the output; run the same command to resume")
             return 130
-        except OSError as exc:
+        except OSError as exc:  # a full disk, a lost mount: committed rows stay, a rerun resumes
+            where = getattr(exc, "filename", None)
+            console.print(f"[red]error:[/] {exc.strerror or exc}{f': {where}' if where else ''}", highlight=False)
+            return 1
+        except Exception as exc:
+            if os.environ.get("AIDETECT_DEBUG"):
+                raise
             console.print(
-                f"[red]error:[/] {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}", highlight=False
+                f"[red]internal error:[/] {type(exc).__name__}: {exc} (AIDETECT_DEBUG=1 shows where)", highlight=False
             )
             return 1
     return 0
