@@ -79,6 +79,7 @@ def rewrite_metadata(model_path: str, output: str, updates: dict) -> dict:
     os.close(fd)
     try:
         onnx.save(proto, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is meant to be shared
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):

@@ -134,12 +134,15 @@ def _print_counts(counts: dict, held_out: bool, fraction: float) -> None:
 def export(
     checkpoint: Path = typer.Argument(..., help="A training checkpoint (best.pt or last.pt)."),
     output: Path = typer.Option(Path("model.onnx"), "-o", "--output", help="ONNX file to write."),
+    fp16_weights: bool = typer.Option(
+        False, "--fp16-weights", help="Store weights as float16 (half the file; compute stays float32)."
+    ),
 ) -> None:
     """Export a training checkpoint to one self-describing ONNX file (checked against PyTorch)."""
     from train.export import ExportError, export_checkpoint
 
     try:
-        metadata = export_checkpoint(str(checkpoint), str(output))
+        metadata = export_checkpoint(str(checkpoint), str(output), fp16_weights=fp16_weights)
     except (OSError, KeyError, ExportError, RuntimeError) as exc:
         console.print(f"[red]error:[/] cannot export {checkpoint}: {exc}")
         raise typer.Exit(2) from None
