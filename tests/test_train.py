@@ -179,9 +179,15 @@ def test_tiny_training_run_end_to_end(tmp_path):
     df = pd.read_parquet(scan_out)
     assert len(df) == 8 and df.error.isna().all()
 
-    exported = tmp_path / "again.onnx"
-    again = run_cli("export", str(tmp_path / "model.run" / "best.pt"), "-o", str(exported))
-    assert again.returncode == 0 and exported.is_file()
+    exported = tmp_path / "half.onnx"
+    again = run_cli("export", str(tmp_path / "model.run" / "best.pt"), "-o", str(exported), "--fp16-weights")
+    assert again.returncode == 0, again.stderr
+    assert exported.stat().st_size < 0.6 * out.stat().st_size
+    from aidetect.infer import Detector
+
+    batch = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    full, half = Detector(str(out)), Detector(str(exported))
+    assert np.abs(full.margins(batch) - half.margins(batch)).max() < 0.05
 
 
 def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
