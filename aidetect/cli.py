@@ -24,12 +24,12 @@ def scan(
         help="Parquet dataset folder to write (read it with pandas.read_parquet); '-' writes one Parquet file to stdout at the end.",
     ),
     model: str | None = typer.Option(
-        None, "--model", help="ONNX detector made by `aidetect train`/`export` [default: the bundled model]."
+        None, "--model", help="ONNX detector made by `aidetect train`/`export` (default: the bundled model)."
     ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per decode and inference batch."),
     device: str = typer.Option("auto", "--device", help="auto (GPU when usable), cpu, or gpu (fails if no GPU)."),
     threshold: float | None = typer.Option(
-        None, "--threshold", min=0.0, max=1.0, help="prob_ai at or above this is 'ai' [default: the model's]."
+        None, "--threshold", min=0.0, max=1.0, help="prob_ai at or above this is 'ai' (default: the model's)."
     ),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk subfolders."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming from OUTPUT."),
@@ -38,7 +38,7 @@ def scan(
         200.0, "--max-megapixels", help="Refuse (as an error row) images larger than this, before decoding."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="CPU threads for decoding and inference together [default: all usable cores]."
+        None, "--threads", min=1, help="CPU threads for decoding and inference together (default: all usable cores)."
     ),
     read_workers: int = typer.Option(
         16, "--read-workers", min=1, help="Files or S3 objects fetched at once (a bounded pool)."
@@ -66,7 +66,7 @@ def scan(
         help="PEM file of trust anchors; C2PA manifests signed under them are 'trusted', not just 'valid'.",
     ),
     endpoint_url: str | None = typer.Option(
-        None, "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2) [default: AWS_ENDPOINT_URL]."
+        None, "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2) (default: AWS_ENDPOINT_URL)."
     ),
 ) -> None:
     """Scan images and write one verdict row per image (label, prob_ai, error, size, ...) to Parquet.
@@ -108,7 +108,7 @@ def evaluate(
         help="Labelled images: real/ and fake/ (or human/ and ai/) subfolders; a test/ or val/ split inside is used when present.",
         show_default=False,
     ),
-    model: str | None = typer.Option(None, "--model", help="ONNX detector [default: the bundled model]."),
+    model: str | None = typer.Option(None, "--model", help="ONNX detector (default: the bundled model)."),
     report_dir: str = typer.Option(
         "eval-report", "-o", "--output", help="Folder for metrics.json, predictions.parquet and the PNG plots."
     ),
@@ -125,7 +125,7 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="The training seed, with --holdout."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [default: all usable cores]."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: all usable cores)."),
     robustness: int = typer.Option(
         1000,
         "--robustness",
@@ -155,7 +155,7 @@ def evaluate(
 @app.command()
 def calibrate(
     data: str = typer.Argument(..., help="Labelled images, laid out as for `aidetect eval`.", show_default=False),
-    model: str | None = typer.Option(None, "--model", help="ONNX detector [default: the bundled model]."),
+    model: str | None = typer.Option(None, "--model", help="ONNX detector (default: the bundled model)."),
     output: str = typer.Option(..., "-o", "--output", help="New ONNX file to write (the original is never changed)."),
     target_fpr: float = typer.Option(
         0.01,
