@@ -307,6 +307,10 @@ class Scanner:
                     self.sink.write(self._rows(encoded_batch, decoded))
                     self.result.scanned += len(decoded)
                     self._update(progress, task, stats)
+        except BaseException:
+            if self.to_stdout:  # nothing was promised for stdout; do not leave the temporary folder behind
+                shutil.rmtree(self.sink.location, ignore_errors=True)
+            raise
         finally:
             reader.stop.set()
             decoder.stop.set()
