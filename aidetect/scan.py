@@ -307,15 +307,14 @@ class Scanner:
                     self.sink.write(self._rows(encoded_batch, decoded))
                     self.result.scanned += len(decoded)
                     self._update(progress, task, stats)
-        except BaseException:
-            if self.to_stdout:  # nothing was promised for stdout; do not leave the temporary folder behind
-                shutil.rmtree(self.sink.location, ignore_errors=True)
-            raise
         finally:
             reader.stop.set()
             decoder.stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
-            self.sink.close()
+            if self.to_stdout and sys.exc_info()[0] is not None:
+                shutil.rmtree(self.sink.location, ignore_errors=True)  # a failed '-o -' scan promised nothing
+            else:
+                self.sink.close()
             self.result.seconds = time.monotonic() - start
             self.result.ignored = stats.ignored
             self.result.unreadable_dirs = stats.unreadable_dirs
