@@ -59,8 +59,8 @@ def load_rows(output: str) -> pd.DataFrame:
 
 def thumbnail(path: str) -> str | None:
     """A small base64 JPEG data URI of the image, or None when it cannot be read."""
+    from aidetect.judge import read_ref
     from aidetect.preprocess import open_rgb
-    from aidetect.scan import read_ref
 
     try:
         data = read_ref(ImageRef(path, path, None, None))

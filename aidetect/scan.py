@@ -16,19 +16,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder, Decoded, Encoded, load, read_file
+from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder
 from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
-from aidetect.provenance import inspect as inspect_provenance
-from aidetect.s3 import check_bucket, is_s3, list_images, read_object
+from aidetect.judge import Judge
+from aidetect.s3 import check_bucket, is_s3, list_images
 from aidetect.s3 import configure as configure_s3
 from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
 from aidetect.sources import ImageRef, WalkStats, walk_images
-from aidetect.tta import TTAScorer
 
 STDOUT = "-"
 
@@ -121,10 +119,6 @@ def iter_source(source: str, recursive: bool, stats: WalkStats) -> Iterator[Imag
     if is_s3(source):
         return list_images(source, recursive, stats)
     return walk_images(source, recursive, stats)
-
-
-def read_ref(ref: ImageRef) -> bytes:
-    return read_object(ref.path) if is_s3(ref.path) else read_file(ref)
 
 
 # ---- stages as iterators -------------------------------------------------------------
@@ -227,9 +221,15 @@ class Scanner:
         info = self.detector.info
         self.threshold = opts.threshold if opts.threshold is not None else info.threshold
         self.decoder = BatchDecoder(info.preprocess, opts.batch_size, self.detector.device, dali_threads)
-        self.c2pa_trust = open(opts.c2pa_trust).read() if opts.c2pa_trust else None
-        self.tta = (
-            TTAScorer(self.detector.predict, info.preprocess, self.threshold, opts.max_spread) if opts.tta else None
+        self.judge = Judge(
+            self.detector,
+            self.decoder,
+            self.threshold,
+            opts.max_pixels,
+            opts.provenance,
+            open(opts.c2pa_trust).read() if opts.c2pa_trust else None,
+            opts.tta,
+            opts.max_spread,
         )
         self.to_stdout = opts.output == STDOUT
         folder = tempfile.mkdtemp(prefix="aidetect-") if self.to_stdout else opts.output
@@ -251,39 +251,13 @@ class Scanner:
                 self.sink.supersede(ref.key)
             yield ref
 
-    def _load(self, ref: ImageRef) -> Encoded:
-        """The read stage: bytes, header probe and (unless turned off) the provenance walk."""
-        item = load(ref, self.opts.max_pixels, read_ref)
-        if self.opts.provenance and item.data:
-            item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
-        return item
-
-    def _score(self, pixels: list[np.ndarray]) -> tuple:
-        """P(ai), spread (None without --tta) and whether the variants disagree, per image."""
-        if not pixels:
-            return (), (), ()
-        if self.tta:
-            return self.tta.score(pixels)
-        probs = self.detector.predict(self.decoder.pre.normalize(np.stack(pixels)))
-        return probs, [None] * len(pixels), [False] * len(pixels)
-
-    def _decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
-        return batch, self.decoder.decode(batch)
-
-    def _rows(self, encoded: list[Encoded], decoded: list[Decoded]) -> list[Row]:
-        scores = iter(zip(*self._score([d.pixels for d in decoded if d.error is None])))
-        rows = []
-        for e, d in zip(encoded, decoded):
-            if d.error is not None:
-                row = Row(d.ref, None, None, d.error, d.width, d.height, e.provenance)
+    def _count(self, rows: list[Row]) -> list[Row]:
+        for row in rows:
+            if row.error is not None:
                 self.result.errors += 1
             else:
-                p, spread, uncertain = next(scores)
-                label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
-                setattr(self.result, label, getattr(self.result, label) + 1)
-                row = Row(d.ref, label, float(p), None, d.width, d.height, e.provenance, spread)
+                setattr(self.result, row.label, getattr(self.result, row.label) + 1)
             self.result.by_provenance += row.verdict[1] == "provenance"
-            rows.append(row)
         room = ScanResult.PREVIEW_ROWS + 1 - len(self.result.preview)
         self.result.preview.extend(rows[: max(room, 0)])
         return rows
@@ -295,16 +269,16 @@ class Scanner:
         start = time.monotonic()
         pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
         refs = self._fresh(list_refs(self.opts, stats) if refs is None else _counted(refs, stats), index)
-        encoded = bounded_map(self._load, refs, pool, self.opts.read_workers * 4)
+        encoded = bounded_map(self.judge.load, refs, pool, self.opts.read_workers * 4)
         reader = _Stage("read", batched(encoded, self.opts.batch_size), lambda batch: batch, depth=2)
-        decoder = _Stage("decode", reader, self._decode, depth=2)
+        decoder = _Stage("decode", reader, self.judge.decode, depth=2)
         reader.start()
         decoder.start()
         try:
             with self._progress() as progress:
                 task = progress.add_task("scanning", total=None)
                 for encoded_batch, decoded in decoder:
-                    self.sink.write(self._rows(encoded_batch, decoded))
+                    self.sink.write(self._count(self.judge.rows(encoded_batch, decoded)))
                     self.result.scanned += len(decoded)
                     self._update(progress, task, stats)
         finally:

@@ -93,8 +93,8 @@ def test_listing_pages_and_nested_prefixes(bucket):
 
 def test_object_deleted_after_listing_gets_an_error_row(bucket):
     from aidetect.decode import load
+    from aidetect.judge import read_ref
     from aidetect.s3 import list_images
-    from aidetect.scan import read_ref
 
     bucket.put_object(Bucket=BUCKET, Key="gone/soon.jpg", Body=jpeg())
     (ref,) = list(list_images(f"s3://{BUCKET}/gone/"))

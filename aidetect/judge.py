@@ -1,0 +1,79 @@
+"""The per-batch work every engine shares: read and probe, provenance, decode, score, verdict rows.
+
+`Judge` holds one detector and one decoder. The local runner (scan.py) drives it from threads;
+the Ray engine (ray_engine.py) holds one in each actor. Either way a bad file is a row, never
+an exception.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aidetect.decode import BatchDecoder, Decoded, Encoded, load
+from aidetect.infer import Detector
+from aidetect.provenance import inspect as inspect_provenance
+from aidetect.s3 import is_s3, read_object
+from aidetect.sink import Row
+from aidetect.sources import ImageRef
+from aidetect.tta import TTAScorer
+
+
+def read_ref(ref: ImageRef) -> bytes:
+    from aidetect.decode import read_file
+
+    return read_object(ref.path) if is_s3(ref.path) else read_file(ref)
+
+
+class Judge:
+    def __init__(
+        self,
+        detector: Detector,
+        decoder: BatchDecoder,
+        threshold: float,
+        max_pixels: int,
+        provenance: bool = True,
+        c2pa_trust: str | None = None,
+        tta: bool = False,
+        max_spread: float = 0.3,
+    ) -> None:
+        self.detector, self.decoder, self.threshold = detector, decoder, threshold
+        self.max_pixels, self.provenance, self.c2pa_trust = max_pixels, provenance, c2pa_trust
+        self.tta = TTAScorer(detector.predict, decoder.pre, threshold, max_spread) if tta else None
+
+    def load(self, ref: ImageRef) -> Encoded:
+        """Bytes, header probe and (unless turned off) the provenance walk."""
+        item = load(ref, self.max_pixels, read_ref)
+        if self.provenance and item.data:
+            item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
+        return item
+
+    def decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
+        return batch, self.decoder.decode(batch)
+
+    def score(self, pixels: list[np.ndarray]) -> tuple:
+        """P(ai), spread (None without --tta) and whether the variants disagree, per image."""
+        if not pixels:
+            return (), (), ()
+        if self.tta:
+            return self.tta.score(pixels)
+        probs = self.detector.predict(self.decoder.pre.normalize(np.stack(pixels)))
+        return probs, [None] * len(pixels), [False] * len(pixels)
+
+    def rows(self, encoded: list[Encoded], decoded: list[Decoded]) -> list[Row]:
+        scores = iter(zip(*self.score([d.pixels for d in decoded if d.error is None])))
+        rows = []
+        for e, d in zip(encoded, decoded):
+            if d.error is not None:
+                rows.append(Row(d.ref, None, None, d.error, d.width, d.height, e.provenance))
+                continue
+            p, spread, uncertain = next(scores)
+            label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
+            rows.append(Row(d.ref, label, float(p), None, d.width, d.height, e.provenance, spread))
+        return rows
+
+    def judge(self, refs: list[ImageRef]) -> list[Row]:
+        """The whole per-batch path, for engines that hand over references (Ray)."""
+        try:
+            return self.rows(*self.decode([self.load(r) for r in refs]))
+        except Exception as exc:  # never fail a batch: every image still gets its row
+            return [Row(r, None, None, f"internal error: {type(exc).__name__}: {exc}"[:200], None, None) for r in refs]
