@@ -65,6 +65,25 @@ def scan(
         "--c2pa-trust",
         help="PEM file of trust anchors; C2PA manifests signed under them are 'trusted', not just 'valid'.",
     ),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local (one process; the fast choice on one machine) or ray (a Ray cluster; needs aidetect[ray]).",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --engine ray: auto (a running cluster) or ray://host:port (default: start a local Ray).",
+    ),
+    workers: int = typer.Option(
+        2, "--workers", min=1, help="With --engine ray: actors, each holding one model session."
+    ),
+    gpus_per_worker: float = typer.Option(
+        0.0,
+        "--gpus-per-worker",
+        min=0.0,
+        help="With --engine ray: GPUs each actor asks for (checked against the cluster first).",
+    ),
     endpoint_url: str | None = typer.Option(
         None, "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2) (default: AWS_ENDPOINT_URL)."
     ),
@@ -98,7 +117,9 @@ def scan(
         tta=tta,
         max_spread=max_spread,
     )
-    raise typer.Exit(run_cli_scan(opts))
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("must be local or ray", param_hint="--engine")
+    raise typer.Exit(run_cli_scan(opts, engine, ray_address, workers, gpus_per_worker))
 
 
 @app.command("eval")

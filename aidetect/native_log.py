@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from typing import TextIO
 
+# Ray's C++ core logs "[2026-01-01 12:00:00,000 E 123 456] core_worker.cc:..." lines to the driver.
+RAY_CORE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [EWI] \d+ \d+\] \w+\.cc:\d+")
 NOISE = re.compile(
     rb"(\[(ERROR|WARNING|WARN|INFO)\].*\[(libjpeg_turbo_decoder|nvjpeg|libtiff|opencv|libpng|nvimgcodec)|nvImageCodec|ImageDecoder)",
     re.I,
@@ -48,5 +50,5 @@ def filtered_stderr() -> Iterator[TextIO]:
 def _pump(read_end: int, out: int) -> None:
     with os.fdopen(read_end, "rb") as src:
         for line in src:
-            if not NOISE.search(line):
+            if not NOISE.search(line) and not RAY_CORE.search(line):
                 os.write(out, line)

@@ -137,6 +137,20 @@ def list_refs(opts: ScanOptions, stats: WalkStats) -> Iterator[ImageRef]:
     stats.done = True
 
 
+def progress_bar(console: Console, quiet: bool) -> Progress:
+    """Files done, images/s and ETA on stderr; off with --quiet or when stderr is not a terminal."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    )
+
+
 def _counted(refs: Iterable[ImageRef], stats: WalkStats) -> Iterator[ImageRef]:
     for ref in refs:
         stats.listed += 1
@@ -297,16 +311,7 @@ class Scanner:
         return self.result
 
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-            disable=self.opts.quiet or not self.console.is_terminal,
-        )
+        return progress_bar(self.console, self.opts.quiet)
 
     def _update(self, progress: Progress, task: TaskID, stats: WalkStats) -> None:
         total = stats.listed - self.result.skipped
@@ -366,11 +371,17 @@ def summary_lines(result: ScanResult) -> list[str]:
     return lines
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def run_guarded(work: Callable[[Console], object]) -> int:
     """Run a command's work with native log noise filtered and one-line errors; returns the exit code."""
     from aidetect.infer import DeviceError
     from aidetect.labels import DataError
     from aidetect.native_log import filtered_stderr
+    from aidetect.ray_engine import RayError
     from aidetect.s3 import S3Error
     from aidetect.sink import OutputError
 
@@ -380,7 +391,7 @@ def run_guarded(work: Callable[[Console], object]) -> int:
             console.width = 200  # logs and pipes: do not fold paths at 80 columns
         try:
             work(console)
-        except (SourceError, ModelError, DeviceError, OutputError, DataError, S3Error) as exc:
+        except (SourceError, ModelError, DeviceError, OutputError, DataError, S3Error, RayError) as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
             return 2
         except KeyboardInterrupt:
@@ -394,17 +405,25 @@ def run_guarded(work: Callable[[Console], object]) -> int:
             if os.environ.get("AIDETECT_DEBUG"):
                 raise
             console.print(
-                f"[red]internal error:[/] {type(exc).__name__}: {exc} (AIDETECT_DEBUG=1 shows where)", highlight=False
+                f"[red]internal error:[/] {type(exc).__name__}: {_first_line(exc)} (AIDETECT_DEBUG=1 shows where)",
+                highlight=False,
             )
             return 1
     return 0
 
 
-def run_cli_scan(opts: ScanOptions) -> int:
+def run_cli_scan(
+    opts: ScanOptions, engine: str = "local", ray_address: str | None = None, workers: int = 2, gpus: float = 0.0
+) -> int:
     """`aidetect scan`: run the scan, then print the small-scan table and the summary."""
 
     def work(console: Console) -> None:
-        result = Scanner(opts, console).run()
+        if engine == "ray":
+            from aidetect.ray_engine import RayScanner
+
+            result = RayScanner(opts, console, ray_address, workers, gpus).run()
+        else:
+            result = Scanner(opts, console).run()
         if not opts.quiet:
             if result.scanned <= ScanResult.PREVIEW_ROWS and result.preview:
                 console.print(preview_table(result.preview))

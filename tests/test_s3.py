@@ -3,80 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import pandas as pd
-import pytest
-from conftest import run_cli
+from conftest import BUCKET, N_NESTED, run_cli
 from images import jpeg
-
-BUCKET = "photos"
-N_NESTED = 1005  # more than one listing page (1,000 keys)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """A moto S3 server on 127.0.0.1, for the whole session; stopped at the end."""
-    port = _free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    server = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        server.kill()
-        pytest.fail("moto_server did not start")
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {
-        k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL")
-    }
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint
-    )
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def bucket(s3_endpoint):
-    import boto3
-
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    small = jpeg(24, 24)
-    for i in range(N_NESTED):
-        s3.put_object(Bucket=BUCKET, Key=f"nested/{i % 7}/deeper/{i:04d}.jpg", Body=small)
-    odd = {
-        "odd/with space (1).jpg": jpeg(seed=1),
-        "odd/ünïcødé+plus.png": jpeg(seed=2),
-        "odd/corrupt.jpg": jpeg(seed=3)[:700],
-        "odd/notes.txt": b"not an image",
-        "odd/text.png": b"hello",
-    }
-    for key, body in odd.items():
-        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-    return s3
 
 
 def test_listing_pages_and_nested_prefixes(bucket):

@@ -1,0 +1,134 @@
+"""`aidetect scan --engine ray`: a local Ray and a real one-node cluster on loopback give the same
+verdicts as the local engine, resume, survive bad files, and refuse GPUs the cluster lacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+from images import hostile_corpus
+
+COLUMNS = ["label", "error", "width", "height", "bytes", "provenance", "verdict", "verdict_source"]
+
+
+def _same_verdicts(local: pd.DataFrame, ray: pd.DataFrame) -> None:
+    local, ray = local.set_index("path").sort_index(), ray.set_index("path").sort_index()
+    assert list(local.index) == list(ray.index)
+    pd.testing.assert_frame_equal(local[COLUMNS], ray[COLUMNS])
+    assert ((local.prob_ai - ray.prob_ai).abs().fillna(0) < 1e-5).all()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, model_path):
+    folder = tmp_path_factory.mktemp("ray") / "in"
+    hostile_corpus(folder)
+    out = folder.parent / "local.parquet"
+    assert run_cli("scan", str(folder), "-o", str(out), "--model", model_path).returncode == 0
+    return folder, pd.read_parquet(out)
+
+
+def test_local_ray_matches_the_local_engine_and_resumes(corpus, model_path, tmp_path):
+    folder, local = corpus
+    out = tmp_path / "ray.parquet"
+    proc = run_cli("scan", str(folder), "-o", str(out), "--model", model_path, "--engine", "ray", "--workers", "1")
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "core_worker" not in err
+    assert f"scanned {len(local)} images" in err and "4 errors" in err
+    _same_verdicts(local, pd.read_parquet(out))
+    again = run_cli("scan", str(folder), "-o", str(out), "--model", model_path, "--engine", "ray", "--workers", "1")
+    assert f"{len(local)} skipped" in again.stderr.decode() and len(pd.read_parquet(out)) == len(local)
+    assert not [n for n in os.listdir(out) if n.startswith(".staging")]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A one-node Ray cluster started the way a person starts one, on loopback; stopped at the end."""
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+    start = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=180,
+    )
+    assert start.returncode == 0, start.stderr.decode()[-2000:]
+    yield {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_cluster_scan_of_a_bucket_matches_the_local_engine(cluster, bucket, model_path, tmp_path):
+    from conftest import BUCKET
+
+    source = f"s3://{BUCKET}/odd/"
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    assert run_cli("scan", source, "-o", str(local_out), "--model", model_path).returncode == 0
+    proc = run_cli(
+        "scan",
+        source,
+        "-o",
+        str(ray_out),
+        "--model",
+        model_path,
+        "--engine",
+        "ray",
+        "--ray-address",
+        "auto",
+        env={**os.environ, **cluster},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    _same_verdicts(pd.read_parquet(local_out), pd.read_parquet(ray_out))
+    again = run_cli(
+        "scan",
+        source,
+        "-o",
+        str(ray_out),
+        "--model",
+        model_path,
+        "--engine",
+        "ray",
+        "--ray-address",
+        "auto",
+        env={**os.environ, **cluster},
+    )
+    assert "4 skipped" in again.stderr.decode() and len(pd.read_parquet(ray_out)) == 4
+
+
+def test_gpus_the_cluster_lacks_fail_fast(cluster, corpus, model_path, tmp_path):
+    folder, _ = corpus
+    proc = run_cli(
+        "scan",
+        str(folder),
+        "-o",
+        str(tmp_path / "o"),
+        "--model",
+        model_path,
+        "--engine",
+        "ray",
+        "--ray-address",
+        "auto",
+        "--gpus-per-worker",
+        "1",
+        env={**os.environ, **cluster},
+        timeout=180,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "has 0 GPUs" in err and len(err.strip().splitlines()) == 1
