@@ -91,9 +91,14 @@ def usable_cores() -> int:
 
 
 def thread_split(threads: int | None) -> tuple[int, int]:
-    """(onnxruntime threads, DALI threads): inference is the heavy stage, decoding gets the rest."""
-    total = threads or usable_cores()
-    return max(1, total), max(1, total // 2)
+    """(inference threads, decoding threads), each up to the usable cores (or --threads).
+
+    The stages take turns on the same cores rather than splitting them: whichever is the
+    bottleneck (decoding for small models and big photos, inference for CoAtNet-2 at 224 px)
+    gets every core while the other waits, and idle onnxruntime threads sleep instead of
+    spinning (infer.py), so the two never oversubscribe the machine."""
+    total = max(1, threads or usable_cores())
+    return total, total
 
 
 def resolve_model(path: str | None) -> str:
