@@ -58,6 +58,7 @@ def test_eval_writes_report_consistent_with_its_predictions(tmp_path, model_path
         "precision_recall.png",
         "predictions.parquet",
         "prob_ai_histogram.png",
+        "robustness.png",
         "roc_curve.png",
     ]
     for png in report.glob("*.png"):
@@ -73,6 +74,8 @@ def test_eval_writes_report_consistent_with_its_predictions(tmp_path, model_path
     assert abs(m["log_loss"] - metrics.log_loss(y, p)) < 1e-12
     assert (ok.label == np.where(p >= 0.5, "ai", "real")).all()  # same verdicts as scan
     assert m["combined"]["accuracy"] == (ok.verdict == ok.true_label).mean() and "combined accuracy" in err
+    assert set(m["robustness"]) == {"jpeg q75", "jpeg q90", "rescale 0.5x", "rescale 0.75x", "crop 90%"}
+    assert m["robustness"]["jpeg q90"]["count"] == 12 and "verdicts flipped" in err
 
 
 def test_eval_on_one_class_says_auc_is_undefined(tmp_path, model_path):
