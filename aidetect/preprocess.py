@@ -69,14 +69,10 @@ class Preprocess:
         return cls(**known)
 
 
-def open_rgb(source: str | bytes, draft: tuple[int, int] | None = None) -> Image.Image:
-    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB.
-
-    `draft` (JPEG only) lets the decoder scale down by 2, 4 or 8 while keeping at least that size."""
+def open_rgb(source: str | bytes) -> Image.Image:
+    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB."""
     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     image.seek(0)
-    if draft:
-        image.draft("RGB", draft)
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):
         # 16-bit and 32-bit integer images: scale to 8 bits instead of clipping.
@@ -85,13 +81,45 @@ def open_rgb(source: str | bytes, draft: tuple[int, int] | None = None) -> Image
     return image.convert("RGB")
 
 
-def resized_rgb(image: Image.Image, pre: Preprocess, source_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Pillow RGB image -> uint8 HWC array resized by `pre.resize_shape` (no crop).
+# EXIF orientation -> the transpose that displays the stored image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
-    `source_size` (width, height) is the photo's full size when `image` is a reduced decode,
-    so the output size is exactly what a full decode would give."""
-    width, height = source_size or image.size
-    height, width = pre.resize_shape(height, width)
+
+def reduced_jpeg_rgb(data: bytes, pre: Preprocess) -> tuple[np.ndarray, int, int]:
+    """A large JPEG decoded at 1/2, 1/4 or 1/8 size (DCT scaling), then resized as `resized_rgb`
+    would resize the full decode; returns the array and the photo's displayed width and height.
+
+    The decode keeps at least twice the resize target (as Pillow's thumbnail does), so the final
+    resize still low-passes. A DCT-scaled image is ceil(size / k) pixels: its last row and column
+    cover less than k stored pixels, so the resize maps exactly the photo's extent, in stored
+    orientation (where that partial edge is), and only then turns the small result upright."""
+    image = Image.open(io.BytesIO(data))
+    stored_w, stored_h = image.size
+    orientation = image.getexif().get(0x0112, 1)
+    turned = orientation in (5, 6, 7, 8)
+    width, height = (stored_h, stored_w) if turned else (stored_w, stored_h)
+    out_h, out_w = pre.resize_shape(height, width)
+    target = (out_h, out_w) if turned else (out_w, out_h)  # (width, height) in stored orientation
+    image.draft("RGB", (2 * target[0], 2 * target[1]))
+    k = round(stored_w / image.width)
+    box = (0.0, 0.0, stored_w / k, stored_h / k)
+    image = image.convert("RGB").resize(target, Image.BILINEAR, box=box)
+    if orientation in _UPRIGHT:
+        image = image.transpose(_UPRIGHT[orientation])
+    return np.asarray(image, dtype=np.uint8), width, height
+
+
+def resized_rgb(image: Image.Image, pre: Preprocess) -> np.ndarray:
+    """Pillow RGB image -> uint8 HWC array resized by `pre.resize_shape` (no crop)."""
+    height, width = pre.resize_shape(image.height, image.width)
     if (height, width) != (image.height, image.width):
         image = image.resize((width, height), Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)

@@ -16,7 +16,7 @@ from conftest import TINY_ARCH, run_cli
 from images import encode, jpeg, photo
 from typer.testing import CliRunner
 
-from aidetect.decode import BatchDecoder, probe
+from aidetect.decode import BatchDecoder, probe, wants_reduced_decode
 from aidetect.preprocess import Preprocess, reference_input
 from aidetect.sources import ImageRef
 from train.data import DataError, find_splits
@@ -234,8 +234,14 @@ def test_training_and_scan_preprocessing_agree(size):
         cases[f"png {h}x{w}"] = encode(photo(h, w, seed=w), "PNG")
         cases[f"rotated jpeg {h}x{w}"] = jpeg(h, w, seed=h, orientation=6)
     items = [probe(ImageRef(k, k, 0, 0), v) for k, v in cases.items()]
+    reduced = 0
     for item, decoded in zip(items, BatchDecoder(pre, 8).decode(items)):
         train_tensor = pre.normalize(reference_input(item.data, pre)[None])
         scan_tensor = pre.normalize(decoded.pixels[None])
         diff = np.abs(train_tensor - scan_tensor) * 0.226 * 255  # back to 8-bit levels
-        assert diff.mean() < 0.5 and diff.max() < 6, (item.ref.key, diff.mean(), diff.max())
+        # Large JPEGs decode at reduced size on the CPU (DCT scaling): a little further from the
+        # full decode, but still well under one 8-bit level on average.
+        mean_limit = 1.0 if wants_reduced_decode(item, pre) else 0.5
+        reduced += wants_reduced_decode(item, pre)
+        assert diff.mean() < mean_limit and diff.max() < 6, (item.ref.key, diff.mean(), diff.max())
+    assert reduced, "the cases should include photos large enough for the reduced-size decode"
