@@ -10,6 +10,8 @@ Each measurement runs in its own process on the same corpus and the same model:
   decode     the scan's read + decode stage alone (the decoder's ceiling)
   rss        peak memory of a scan of N and of 10 N small files (must stay flat)
   provenance the scan again with --no-provenance: what the metadata evidence costs
+  tta        the scan again with --tta: what test-time variants cost
+  decode_full the decode ceiling without reduced-size decoding of large JPEGs: what that gains
 
 Usage: python scripts/bench.py [--images 300] [--folder DIR] [--model PATH] [--json bench.json]
 """
@@ -51,7 +53,7 @@ def measure_model(args) -> dict:
     return {"images_per_s": done / (time.perf_counter() - start), "runtime": det.runtime}
 
 
-def measure_decode(args) -> dict:
+def measure_decode(args, reduced: bool = True) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from aidetect.decode import BatchDecoder, load, read_file
@@ -61,6 +63,7 @@ def measure_decode(args) -> dict:
 
     det = Detector(args.model, args.device, 1)
     decoder = BatchDecoder(det.info.preprocess, args.batch_size, det.device, thread_split(args.threads)[1])
+    decoder.reduce_on_cpu = decoder.reduce_on_cpu and reduced
     workers = ScanOptions(sources=[]).read_workers
     pool = ThreadPoolExecutor(workers)
     start, done = time.perf_counter(), 0
@@ -103,7 +106,17 @@ def measure_baseline(args) -> dict:
     return {"images": done, "weights": "random init (the ONNX file's weights are fused; speed does not depend on them)"}
 
 
-MEASURES = {"model": measure_model, "decode": measure_decode, "baseline": measure_baseline}
+def measure_full_decode(args) -> dict:
+    """The decode ceiling without reduced-size (DCT-scaled) decoding of large JPEGs."""
+    return measure_decode(args, reduced=False)
+
+
+MEASURES = {
+    "model": measure_model,
+    "decode": measure_decode,
+    "decode_full": measure_full_decode,
+    "baseline": measure_baseline,
+}
 
 
 def run_measured(argv: list[str]) -> tuple[float, float, str, str]:
@@ -244,10 +257,24 @@ def main() -> None:
         # Cost of the provenance stage: the scan's own rate with it against without it.
         results["provenance_cost"] = 1 - _scan_rate(results["scan"]) / _scan_rate(off)
         print(f"provenance costs {results['provenance_cost']:+.1%} of throughput", file=sys.stderr)
+    if "tta" not in skip:
+        tta = scan_once(args.folder, args, ["--tta"])
+        results["scan_tta"] = tta
+        results["tta_slowdown"] = _scan_rate(results["scan"]) / _scan_rate(tta)
+        print(f"--tta     {_scan_rate(tta):8.1f} images/s ({results['tta_slowdown']:.2f}x slower)", file=sys.stderr)
     results["model_only"] = child("model", args)
     print(f"model     {results['model_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
     results["decode_only"] = child("decode", args)
     print(f"decode    {results['decode_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
+    if "decode_full" not in skip:
+        full = child("decode_full", args)
+        results["decode_full_size"] = full
+        results["reduced_decode_gain"] = results["decode_only"]["images_per_s"] / full["images_per_s"]
+        print(
+            f"decode    {full['images_per_s']:8.1f} images/s at full size -> reduced-size decoding "
+            f"{results['reduced_decode_gain']:.2f}x faster",
+            file=sys.stderr,
+        )
     if "baseline" not in skip:
         base = child("baseline", args)
         base["images_per_s"] = base["images"] / base["wall_s"]

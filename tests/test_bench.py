@@ -38,8 +38,10 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     result = json.loads(out.read_text())
     assert result["scan"]["images"] == 6
-    for key in ("scan", "model_only", "decode_only", "baseline"):
+    for key in ("scan", "model_only", "decode_only", "decode_full_size", "baseline"):
         assert result[key]["images_per_s"] > 0, key
     assert result["speedup_vs_baseline"] > 0 and result["pipeline_efficiency"] > 0
     assert result["rss"]["files"] == [20, 200]
     assert "provenance_cost" in result and result["scan_no_provenance"]["images"] == 6
+    assert result["scan_tta"]["images"] == 6 and result["tta_slowdown"] > 0
+    assert result["decode_full_size"]["images"] == 6 and result["reduced_decode_gain"] > 0

@@ -63,7 +63,10 @@ def test_rerun_resumes_without_duplicates(tmp_path, model_path):
 def test_kill_9_loses_no_committed_row(tmp_path, model_path):
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(1500):
+    # More files than one part holds (2,048 rows), so a part is committed while work remains:
+    # the kill then lands mid-scan however fast the machine is.
+    total = 5000
+    for i in range(total):
         (src / f"{i:04d}.jpg").write_bytes(jpeg(32, 32, seed=i))
     out = tmp_path / "out.parquet"
     cmd = [sys.executable, "-m", "aidetect", "scan", str(src), "-o", str(out), "--model", model_path, "-q"]
@@ -77,12 +80,12 @@ def test_kill_9_loses_no_committed_row(tmp_path, model_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = pd.read_parquet(out)
-    assert 0 < len(partial) < 1500 and partial.path.is_unique
+    assert 0 < len(partial) < total and partial.path.is_unique
     resumed = _scan(src, out, model_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(partial)} skipped" in resumed.stderr.decode()
     df = pd.read_parquet(out)
-    assert len(df) == 1500 and df.path.is_unique
+    assert len(df) == total and df.path.is_unique
 
 
 def test_stdout_output_pipes_into_pandas(tmp_path, model_path):
