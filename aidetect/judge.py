@@ -15,7 +15,7 @@ from aidetect.provenance import inspect as inspect_provenance
 from aidetect.s3 import is_s3, read_object
 from aidetect.sink import Row
 from aidetect.sources import ImageRef
-from aidetect.tta import TTAScorer
+from aidetect.tta import TTAScorer, variants_for
 
 
 def read_ref(ref: ImageRef) -> bytes:
@@ -38,7 +38,10 @@ class Judge:
     ) -> None:
         self.detector, self.decoder, self.threshold = detector, decoder, threshold
         self.max_pixels, self.provenance, self.c2pa_trust = max_pixels, provenance, c2pa_trust
-        self.tta = TTAScorer(detector.predict, decoder.pre, threshold, max_spread) if tta else None
+        self.tta = None
+        if tta:
+            names = variants_for(detector.info.metadata)
+            self.tta = TTAScorer(detector.predict, decoder.pre, threshold, max_spread, names)
 
     def load(self, ref: ImageRef) -> Encoded:
         """Bytes, header probe and (unless turned off) the provenance walk."""

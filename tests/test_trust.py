@@ -21,7 +21,7 @@ from aidetect.decode import BatchDecoder, probe
 from aidetect.infer import Detector
 from aidetect.robustness import PERTURBATIONS, robustness
 from aidetect.sources import ImageRef
-from aidetect.tta import TTAScorer, variants
+from aidetect.tta import VARIANTS, TTAScorer, variants, variants_for
 
 
 def test_temperature_scaling_fixes_an_overconfident_model():
@@ -60,7 +60,9 @@ def test_tta_flags_an_unstable_image(tmp_path, model_path):
     image = tmp_path / "edge.png"
     image.write_bytes(jpeg(32, 32, seed=11))
     (decoded,) = BatchDecoder(pre, 4).decode([probe(ImageRef("x", "x", 0, 0), image.read_bytes())])
-    variant_probs = det.predict(pre.normalize(np.stack(variants(decoded.pixels))))
+    names = variants_for(det.info.metadata)
+    assert names == ("original", "flip", "jpeg85")  # the tiny model was not trained with --aug-rescale
+    variant_probs = det.predict(pre.normalize(np.stack(variants(decoded.pixels, names))))
     assert variant_probs.max() > variant_probs.min()
     # A threshold between the variants' scores makes them disagree about the verdict.
     threshold = float((variant_probs.max() + variant_probs.min()) / 2)
@@ -70,12 +72,23 @@ def test_tta_flags_an_unstable_image(tmp_path, model_path):
         variant_probs.max() - variant_probs.min(), abs=1e-5
     )
     assert row.prob_ai == pytest.approx(variant_probs.mean(), abs=1e-5)
-    _, spread, uncertain = TTAScorer(det.predict, pre, threshold, max_spread=1.0).score([decoded.pixels])
+    _, spread, uncertain = TTAScorer(det.predict, pre, threshold, 1.0, names).score([decoded.pixels])
     assert uncertain[0] and spread[0] == pytest.approx(variant_probs.max() - variant_probs.min(), abs=1e-6)
-    assert not TTAScorer(det.predict, pre, 2.0, max_spread=1.0).score([decoded.pixels])[2][0]  # all on one side
+    assert not TTAScorer(det.predict, pre, 2.0, 1.0, names).score([decoded.pixels])[2][0]  # all on one side
     plain = run_cli("scan", str(image), "-o", "-", "--model", model_path, "--threshold", str(threshold))
     plain_row = pd.read_parquet(io.BytesIO(plain.stdout)).iloc[0]
     assert plain_row.label in ("ai", "real") and pd.isna(plain_row.prob_spread)
+
+
+def test_rescale_variant_only_for_models_trained_to_ignore_rescaling():
+    trained = {"training": {"recipe": {"augment": {"rescale": 0.3}}}}
+    assert variants_for(trained) == VARIANTS
+    assert "rescale75" not in variants_for({"training": {"recipe": {"augment": {"rescale": 0.0}}}})
+    assert "rescale75" not in variants_for({})
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    made = variants(pixels, VARIANTS)
+    assert len(made) == 4 and all(v.shape == pixels.shape for v in made)
+    assert np.array_equal(made[1], pixels[:, ::-1])
 
 
 def test_robustness_deltas_match_a_direct_computation(tmp_path, model_path):
