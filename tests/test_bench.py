@@ -41,7 +41,10 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
     for key in ("scan", "model_only", "decode_only", "decode_full_size", "baseline"):
         assert result[key]["images_per_s"] > 0, key
     assert result["speedup_vs_baseline"] > 0 and result["pipeline_efficiency"] > 0
+    assert result["pipeline_efficiency_running"] >= result["pipeline_efficiency"]
+    assert all(mb > 0 for mb in result["rss"]["peak_rss_mb"])
     assert result["rss"]["files"] == [20, 200]
     assert "provenance_cost" in result and result["scan_no_provenance"]["images"] == 6
+    assert result["provenance_stage"]["images"] == 6 and result["provenance_share"] > 0
     assert result["scan_tta"]["images"] == 6 and result["tta_slowdown"] > 0
     assert result["decode_full_size"]["images"] == 6 and result["reduced_decode_gain"] > 0
