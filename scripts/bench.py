@@ -217,6 +217,13 @@ def scan_once(folder: Path, args, extra: list[str] = ()) -> dict:
     return {"images": count, "wall_s": wall, "images_per_s": count / wall, "peak_rss_mb": rss, "summary": summary}
 
 
+def best_of(repeats: int, measure, *args) -> dict:
+    """The fastest of `repeats` runs: shared machines only ever make a run slower."""
+    runs = [measure(*args) for _ in range(max(1, repeats))]
+    key = "images_per_s" if "images_per_s" in runs[0] else "wall_s"
+    return max(runs, key=lambda r: r[key]) if key == "images_per_s" else min(runs, key=lambda r: r[key])
+
+
 def _scan_rate(result: dict) -> float:
     """images/s as the scan reports it (excludes process start), from its summary line."""
     summary = result["summary"]
@@ -262,6 +269,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the model-only measurement")
     parser.add_argument("--rss-files", type=int, default=1000, help="N for the memory check (N vs 10 N small files)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each measurement; the fastest counts")
     parser.add_argument("--skip", default="", help="comma-separated measurements to skip (baseline, rss, ...)")
     parser.add_argument("--json", type=Path, default=Path("bench.json"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)
@@ -281,10 +289,11 @@ def main() -> None:
         print(f"corpus: {args.folder} ({args.images} photo-like JPEGs)", file=sys.stderr)
         make_corpus(args.folder, args.images)
     results: dict = {"machine": machine(), "model": args.model, "folder": str(args.folder)}
-    results["scan"] = scan_once(args.folder, args)
+    results["repeats"] = args.repeats
+    results["scan"] = best_of(args.repeats, scan_once, args.folder, args)
     print(f"scan      {results['scan']['images_per_s']:8.1f} images/s  ({results['scan']['summary']})", file=sys.stderr)
     if "provenance" not in skip:
-        off = scan_once(args.folder, args, ["--no-provenance"])
+        off = best_of(args.repeats, scan_once, args.folder, args, ["--no-provenance"])
         results["scan_no_provenance"] = off
         # Cost of the provenance stage: the scan's own rate with it against without it.
         results["provenance_cost"] = 1 - _scan_rate(results["scan"]) / _scan_rate(off)
@@ -298,16 +307,16 @@ def main() -> None:
             file=sys.stderr,
         )
     if "tta" not in skip:
-        tta = scan_once(args.folder, args, ["--tta"])
+        tta = best_of(args.repeats, scan_once, args.folder, args, ["--tta"])
         results["scan_tta"] = tta
         results["tta_slowdown"] = _scan_rate(results["scan"]) / _scan_rate(tta)
         print(f"--tta     {_scan_rate(tta):8.1f} images/s ({results['tta_slowdown']:.2f}x slower)", file=sys.stderr)
     results["model_only"] = child("model", args)
     print(f"model     {results['model_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
-    results["decode_only"] = child("decode", args)
+    results["decode_only"] = best_of(args.repeats, child, "decode", args)
     print(f"decode    {results['decode_only']['images_per_s']:8.1f} images/s", file=sys.stderr)
     if "decode_full" not in skip:
-        full = child("decode_full", args)
+        full = best_of(args.repeats, child, "decode_full", args)
         results["decode_full_size"] = full
         results["reduced_decode_gain"] = results["decode_only"]["images_per_s"] / full["images_per_s"]
         print(
@@ -316,7 +325,7 @@ def main() -> None:
             file=sys.stderr,
         )
     if "baseline" not in skip:
-        base = child("baseline", args)
+        base = best_of(args.repeats, child, "baseline", args)
         base["images_per_s"] = base["images"] / base["wall_s"]
         results["baseline"] = base
         results["speedup_vs_baseline"] = results["scan"]["images_per_s"] / base["images_per_s"]

@@ -24,6 +24,8 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
             model_path,
             "--seconds",
             "1",
+            "--repeats",
+            "1",
             "--rss-files",
             "20",
             "--batch-size",
