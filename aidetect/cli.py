@@ -212,8 +212,10 @@ def report(
     html_path: str = typer.Option(
         "report.html", "-o", "--output", help="HTML file to write (self-contained: open it in any browser, offline)."
     ),
-    threshold: float = typer.Option(
-        0.5, "--threshold", help="Where the histogram marks the threshold and 'closest calls' are measured from."
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="Where the histogram marks the threshold and 'closest calls' are measured from (default: the scan's own, read back from its labels).",
     ),
 ) -> None:
     """Write one self-contained HTML page for looking through a scan: counts, histogram, likely-AI, uncertain, errors, provenance."""

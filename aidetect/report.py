@@ -114,8 +114,19 @@ def _gallery(title: str, rows: pd.DataFrame, total: int, caption, note: str = ""
     return f'<section><h2>{title} <small>({shown}{note})</small></h2><div class="grid">{body}</div></section>'
 
 
-def build_report(output: str, threshold: float = 0.5) -> str:
+def scan_threshold(rows: pd.DataFrame) -> float:
+    """The threshold the scan used, read back from its labels (it lies between the highest
+    prob_ai labelled real and the lowest labelled ai); 0.5 when one side is missing."""
+    real, ai = rows.prob_ai[rows.label == "real"], rows.prob_ai[rows.label == "ai"]
+    if real.empty or ai.empty or real.max() >= ai.min():
+        return 0.5
+    return float((real.max() + ai.min()) / 2)
+
+
+def build_report(output: str, threshold: float | None = None) -> str:
     rows = load_rows(output)
+    if threshold is None:
+        threshold = scan_threshold(rows)
     ok = rows[rows.error.isna()]
     counts = {
         "images": len(rows),
@@ -178,7 +189,7 @@ def build_report(output: str, threshold: float = 0.5) -> str:
     )
 
 
-def write_report(output: str, report_path: str, threshold: float = 0.5) -> str:
+def write_report(output: str, report_path: str, threshold: float | None = None) -> str:
     page = build_report(output, threshold)
     with open(report_path, "w", encoding="utf-8") as f:
         f.write(page)

@@ -170,3 +170,11 @@ def test_report_renders_in_headless_chromium(tmp_path, model_path):
 def test_report_on_missing_output_is_one_line(tmp_path):
     proc = run_cli("report", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "no scan output" in proc.stderr.decode()
+
+
+def test_report_reads_the_scans_threshold_back_from_its_labels():
+    from aidetect.report import scan_threshold
+
+    rows = pd.DataFrame({"label": ["real", "real", "ai", "ai", None], "prob_ai": [0.1, 0.7, 0.8, 0.99, None]})
+    assert scan_threshold(rows) == pytest.approx(0.75)
+    assert scan_threshold(rows[rows.label != "ai"]) == 0.5  # one side missing: nothing to read back
