@@ -115,12 +115,13 @@ def _gallery(title: str, rows: pd.DataFrame, total: int, caption, note: str = ""
 
 
 def scan_threshold(rows: pd.DataFrame) -> float:
-    """The threshold the scan used, read back from its labels (it lies between the highest
-    prob_ai labelled real and the lowest labelled ai); 0.5 when one side is missing."""
+    """The threshold the scan used, read back from its labels: above the highest prob_ai
+    labelled real and at most the lowest labelled ai (the tighter side: with --tta, images near
+    the threshold are mostly "uncertain"); 0.5 when one side is missing."""
     real, ai = rows.prob_ai[rows.label == "real"], rows.prob_ai[rows.label == "ai"]
     if real.empty or ai.empty or real.max() >= ai.min():
         return 0.5
-    return float((real.max() + ai.min()) / 2)
+    return float(ai.min())
 
 
 def build_report(output: str, threshold: float | None = None) -> str:

@@ -176,5 +176,5 @@ def test_report_reads_the_scans_threshold_back_from_its_labels():
     from aidetect.report import scan_threshold
 
     rows = pd.DataFrame({"label": ["real", "real", "ai", "ai", None], "prob_ai": [0.1, 0.7, 0.8, 0.99, None]})
-    assert scan_threshold(rows) == pytest.approx(0.75)
+    assert scan_threshold(rows) == pytest.approx(0.8)
     assert scan_threshold(rows[rows.label != "ai"]) == 0.5  # one side missing: nothing to read back
