@@ -46,7 +46,7 @@ def scan(
     tta: bool = typer.Option(
         False,
         "--tta",
-        help="Also score a flipped and a JPEG-85 variant, plus a 0.75x-rescaled one for models trained with --aug-rescale (3-4x the model work; about 2x slower end to end with the default model); label 'uncertain' when they disagree.",
+        help="Also score a flipped and a JPEG-85 variant, plus a 0.75x-rescaled one for models trained with --aug-rescale (3-4x the model work; 1.1-1.3x slower end to end with the default model, where decoding dominates); label 'uncertain' when they disagree.",
     ),
     max_spread: float = typer.Option(
         0.3,
