@@ -241,7 +241,8 @@ def test_training_and_scan_preprocessing_agree(size):
         diff = np.abs(train_tensor - scan_tensor) * 0.226 * 255  # back to 8-bit levels
         # Large JPEGs decode at reduced size on the CPU (DCT scaling): a little further from the
         # full decode, but still well under one 8-bit level on average.
-        mean_limit = 1.0 if wants_reduced_decode(item, pre) else 0.5
-        reduced += wants_reduced_decode(item, pre)
+        is_reduced = wants_reduced_decode(item, pre)
+        reduced += is_reduced
+        mean_limit = 1.0 if is_reduced else 0.5
         assert diff.mean() < mean_limit and diff.max() < 6, (item.ref.key, diff.mean(), diff.max())
     assert reduced, "the cases should include photos large enough for the reduced-size decode"
