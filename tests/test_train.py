@@ -214,6 +214,32 @@ def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
         assert torch.allclose(a, b), name
 
 
+def test_init_warm_starts_weights_with_a_fresh_schedule(tmp_path):
+    data = make_labelled(tmp_path / "d", per_class=8)
+    splits = find_splits(str(data), 0.25, 0)
+    console = __import__("rich.console").console.Console(quiet=True)
+    first = Trainer(tiny_config(data, tmp_path / "a.onnx"), splits, console)
+    first.make_datasets()
+    first.fit()
+    best = str(tmp_path / "a.run" / "best.pt")
+    saved = torch.load(best, weights_only=False)["model"]
+
+    warm = Trainer(tiny_config(data, tmp_path / "b.onnx", lr=1e-3), splits, console)
+    warm.init_weights(best)
+    assert warm.epoch == 0 and warm.optimizer.param_groups[0]["lr"] == 1e-3
+    for name, value in warm.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    warm.make_datasets()
+    warm.fit(until=1)
+    assert torch.load(str(tmp_path / "b.run" / "last.pt"), weights_only=False)["config"]["init"] == best
+
+    other = Trainer(tiny_config(data, tmp_path / "c.onnx", img_size=64), splits, console)
+    with pytest.raises(ValueError, match="not a checkpoint of this model"):
+        other.init_weights(best)
+    proc = run_cli("train", str(data), "--resume", best, "--init", best)
+    assert proc.returncode == 2 and "pick one" in proc.stderr.decode()
+
+
 def test_export_parity_check_catches_a_mismatch(tmp_path, model_path):
     from train.loop import build_model
 

@@ -43,6 +43,11 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or gpu (bf16 autocast and channels_last on the GPU)."),
     workers: int = typer.Option(2, help="Processes that decode images."),
     resume: Path | None = typer.Option(None, help="A checkpoint (OUTPUT's run folder/last.pt) to continue exactly."),
+    init: Path | None = typer.Option(
+        None,
+        help="Warm start: a checkpoint's weights only (same --arch, --img-size, --stem-stride), with a fresh "
+        "optimiser and schedule; for a second cosine cycle or fine-tuning on new data.",
+    ),
     seed: int = typer.Option(0, help="Seed for the split, the shuffling and the weights."),
     crop_padding: int = typer.Option(4, help="Random-crop padding in pixels (reflect); 0 crops without padding."),
     aug_jpeg: float = typer.Option(0.0, help="Robustness: probability of a JPEG re-encode at quality 50-95."),
@@ -78,23 +83,28 @@ def train(
         augment=Augment(crop_padding=crop_padding, jpeg=aug_jpeg, rescale=aug_rescale, blur=aug_blur),
     )
     try:
-        run_training(cfg, str(resume) if resume else None)
+        run_training(cfg, str(resume) if resume else None, str(init) if init else None)
     except (DataError, ExportError, ValueError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 
 
-def run_training(cfg, resume: str | None = None) -> dict:
+def run_training(cfg, resume: str | None = None, init: str | None = None) -> dict:
     """Find the data, train, test and export; returns the exported model's metadata."""
     from train.data import find_splits, labelled_items
     from train.export import export_checkpoint
     from train.loop import Trainer
 
+    if resume and init:
+        raise ValueError("--resume continues a run; --init starts a new one from its weights: pick one")
     splits = find_splits(cfg.data, cfg.val_split, cfg.seed)
     if cfg.test:
         splits.test = labelled_items(cfg.test)
     _print_counts(splits.counts(), splits.val_held_out, cfg.val_split)
     trainer = Trainer(cfg, splits, console)
+    if init:
+        trainer.init_weights(init)
+        console.print(f"starting from the weights of {init}")
     if resume:
         trainer.load(resume)
         console.print(f"resuming after epoch {trainer.epoch} from {resume}")

@@ -47,6 +47,7 @@ class TrainConfig:
     cache_gb: float = 4.0
     augment: Augment = field(default_factory=Augment)
     max_train_images: int | None = None
+    init: str | None = None  # the checkpoint a warm start took its weights from
 
     def run_dir(self) -> Path:
         """Checkpoints and metrics.jsonl live beside the ONNX output."""
@@ -268,6 +269,15 @@ class Trainer:
             self.best = record
             _atomic_save(self.state(), self.run_dir / "best.pt")
         _atomic_save(self.state(), self.run_dir / "last.pt")
+
+    def init_weights(self, path: str) -> None:
+        """Warm start: weights only; the shapes must match (same arch, input size and stem stride)."""
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"--init {path}: not a checkpoint of this model ({str(exc).splitlines()[0]})") from None
+        self.cfg.init = path
 
     def load(self, path: str) -> None:
         state = torch.load(path, map_location=self.device, weights_only=False)
