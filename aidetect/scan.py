@@ -26,6 +26,7 @@ from aidetect.judge import Judge
 from aidetect.s3 import check_bucket, is_s3, list_images
 from aidetect.s3 import configure as configure_s3
 from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
+from aidetect.sink import warm_up as warm_up_sink
 from aidetect.sources import ImageRef, WalkStats, walk_images
 
 STDOUT = "-"
@@ -235,6 +236,7 @@ class Scanner:
         self.opts, self.console = opts, console
         configure_s3(opts.endpoint_url)
         check_sources(opts.sources)
+        threading.Thread(target=warm_up_sink, name="warm-up", daemon=True).start()
         ort_threads, dali_threads = thread_split(opts.threads)
         self.detector = Detector(resolve_model(opts.model), opts.device, ort_threads)
         info = self.detector.info

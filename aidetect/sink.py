@@ -267,6 +267,12 @@ class ParquetSink:
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
+def warm_up() -> None:
+    """Build one array: pyarrow imports pandas and its compute kernels on the first (~0.3 s).
+    Run in a thread while the model loads, that cost leaves the first batch's path."""
+    pa.array([0.0], type=pa.float32())
+
+
 def rows_to_table(rows: list[Row], model: str) -> pa.Table:
     now = dt.datetime.now(dt.timezone.utc)
     cols = {
