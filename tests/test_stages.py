@@ -81,6 +81,20 @@ def test_one_bad_file_does_not_cost_its_batch(tmp_path):
     assert [d.error for d in decoded] == [None, None, None, "truncated JPEG", None, None, None]
 
 
+def test_dali_is_built_only_when_a_batch_needs_it(tmp_path):
+    """Large JPEGs take the reduced-size Pillow path on the CPU: such a scan never pays for DALI."""
+    refs = []
+    for i, (w, h) in enumerate([(400, 300), (32, 32)]):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(jpeg(w, h, seed=i))
+        refs.append(ImageRef(str(path), str(path), path.stat().st_size, 0))
+    decoder = BatchDecoder(PRE, batch_size=8)
+    large = decoder.decode([load(refs[0])])
+    assert large[0].error is None and decoder.dali._pipe is None
+    small = decoder.decode([load(refs[1])])
+    assert small[0].error is None and decoder.dali._pipe is not None
+
+
 def test_file_gone_between_listing_and_reading(tmp_path):
     ref = ImageRef(str(tmp_path / "gone.jpg"), str(tmp_path / "gone.jpg"), 10, 1)
     assert load(ref).error == "file not found"
