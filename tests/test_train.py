@@ -190,22 +190,29 @@ def test_tiny_training_run_end_to_end(tmp_path):
     assert np.abs(full.margins(batch) - half.margins(batch)).max() < 0.05
 
 
-def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
+def tiny_trainers(tmp_path: Path):
+    """A small labelled folder and a maker of trainers on its split (quiet console)."""
     data = make_labelled(tmp_path / "d", per_class=8)
     splits = find_splits(str(data), 0.25, 0)
     console = __import__("rich.console").console.Console(quiet=True)
+    return data, lambda name, **kw: Trainer(tiny_config(data, tmp_path / name, **kw), splits, console)
 
-    straight = Trainer(tiny_config(data, tmp_path / "a.onnx"), splits, console)
-    straight.make_datasets()
+
+def trained(trainer: Trainer, until: int | None = None) -> Trainer:
+    trainer.make_datasets()
+    trainer.fit(until=until)
+    return trainer
+
+
+def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
+    _, make = tiny_trainers(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        straight.fit()
+        straight = trained(make("a.onnx"))
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
 
-    first = Trainer(tiny_config(data, tmp_path / "b.onnx"), splits, console)
-    first.make_datasets()
-    first.fit(until=1)
-    resumed = Trainer(tiny_config(data, tmp_path / "b.onnx"), splits, console)
+    trained(make("b.onnx"), until=1)
+    resumed = make("b.onnx")
     resumed.load(str(tmp_path / "b.run" / "last.pt"))
     assert resumed.epoch == 1
     resumed.make_datasets()
@@ -215,25 +222,20 @@ def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
 
 
 def test_init_warm_starts_weights_with_a_fresh_schedule(tmp_path):
-    data = make_labelled(tmp_path / "d", per_class=8)
-    splits = find_splits(str(data), 0.25, 0)
-    console = __import__("rich.console").console.Console(quiet=True)
-    first = Trainer(tiny_config(data, tmp_path / "a.onnx"), splits, console)
-    first.make_datasets()
-    first.fit()
+    data, make = tiny_trainers(tmp_path)
+    trained(make("a.onnx"))
     best = str(tmp_path / "a.run" / "best.pt")
     saved = torch.load(best, weights_only=False)["model"]
 
-    warm = Trainer(tiny_config(data, tmp_path / "b.onnx", lr=1e-3), splits, console)
+    warm = make("b.onnx", lr=1e-3)
     warm.init_weights(best)
     assert warm.epoch == 0 and warm.optimizer.param_groups[0]["lr"] == 1e-3
     for name, value in warm.model.state_dict().items():
         assert torch.equal(value, saved[name]), name
-    warm.make_datasets()
-    warm.fit(until=1)
+    trained(warm, until=1)
     assert torch.load(str(tmp_path / "b.run" / "last.pt"), weights_only=False)["config"]["init"] == best
 
-    other = Trainer(tiny_config(data, tmp_path / "c.onnx", img_size=64), splits, console)
+    other = make("c.onnx", img_size=64)
     with pytest.raises(ValueError, match="not a checkpoint of this model"):
         other.init_weights(best)
     proc = run_cli("train", str(data), "--resume", best, "--init", best)
