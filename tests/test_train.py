@@ -240,6 +240,16 @@ def test_init_warm_starts_weights_with_a_fresh_schedule(tmp_path):
         other.init_weights(best)
     proc = run_cli("train", str(data), "--resume", best, "--init", best)
     assert proc.returncode == 2 and "pick one" in proc.stderr.decode()
+    not_a_checkpoint = tmp_path / "model.onnx"
+    not_a_checkpoint.write_bytes(b"\x08\x07onnx")
+    for path, message in (
+        (tmp_path / "nope.pt", "no such checkpoint"),
+        (not_a_checkpoint, "not a training checkpoint"),
+    ):
+        for flag in ("--init", "--resume"):
+            proc = run_cli("train", str(data), flag, str(path), "--arch", TINY_ARCH, "--img-size", "32")
+            err = proc.stderr.decode()
+            assert proc.returncode == 2 and message in err and "Traceback" not in err, (flag, err)
 
 
 def test_export_parity_check_catches_a_mismatch(tmp_path, model_path):

@@ -153,7 +153,7 @@ def export(
 
     try:
         metadata = export_checkpoint(str(checkpoint), str(output), fp16_weights=fp16_weights)
-    except (OSError, KeyError, ExportError, RuntimeError) as exc:
+    except (OSError, KeyError, ValueError, ExportError, RuntimeError) as exc:
         console.print(f"[red]error:[/] cannot export {checkpoint}: {exc}")
         raise typer.Exit(2) from None
     console.print(f"wrote {output} ({metadata['name']}, input {metadata['preprocess']['input_size']}px)")

@@ -17,7 +17,7 @@ import aidetect
 from aidetect.infer import METADATA_KEY
 from aidetect.preprocess import Preprocess
 from train.data import CLASS_NAMES
-from train.loop import build_model
+from train.loop import build_model, read_checkpoint
 
 PARITY_TOLERANCE = 1e-4
 FP16_TOLERANCE = 1e-2  # float16 weights round each weight to 3 significant digits
@@ -28,7 +28,7 @@ class ExportError(RuntimeError):
 
 
 def load_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     cfg = state["config"]
     model = build_model(cfg["arch"], cfg["img_size"], cfg.get("stem_stride", 2))
     model.load_state_dict(state["model"])

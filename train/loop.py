@@ -272,20 +272,33 @@ class Trainer:
 
     def init_weights(self, path: str) -> None:
         """Warm start: weights only; the shapes must match (same arch, input size and stem stride)."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(path, self.device)
         try:
             self.model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError) as exc:
+        except RuntimeError as exc:
             raise ValueError(f"--init {path}: not a checkpoint of this model ({str(exc).splitlines()[0]})") from None
         self.cfg.init = path
 
     def load(self, path: str) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best = state["epoch"], state["best"]
         _set_rng_state(state["rng"])
+
+
+def read_checkpoint(path: str, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint written by training (best.pt, last.pt); anything else is a one-line ValueError."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for foreign files
+        raise ValueError(f"{path}: not a training checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not {"model", "config", "preprocess"} <= state.keys():
+        raise ValueError(f"{path}: not a training checkpoint (written by `aidetect train`: best.pt or last.pt)")
+    return state
 
 
 def _fmt(value) -> str:
