@@ -354,7 +354,7 @@ def main() -> None:
     results["pipeline_bound_images_per_s"] = bound
     results["pipeline_efficiency"] = results["scan"]["images_per_s"] / bound
     # The same with the scan's own rate (from its first listed file to its last committed row):
-    # how well the stages overlap, without the ~2-3 s of process start a short run is dominated by.
+    # how well the stages overlap, without the ~1-1.5 s of process start a short run is dominated by.
     results["pipeline_efficiency_running"] = _scan_rate(results["scan"]) / bound
     # What the process costs beyond its running rate: interpreter, imports, model session, exit.
     results["start_overhead_s"] = results["scan"]["wall_s"] - results["scan"]["images"] / _scan_rate(results["scan"])
