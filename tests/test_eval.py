@@ -25,6 +25,7 @@ def test_metrics_match_brute_force():
     assert s["precision"] == tp / (tp + fp) and s["accuracy"] == (preds == labels).mean()
     t = metrics.threshold_for_fpr(labels, scores, 0.05)
     assert (scores[~labels] >= t).mean() <= 0.05
+    assert np.abs(scores - t).min() > 1e-3  # in the gap between two scores, not an ulp from one
     assert metrics.roc_auc(np.ones(4, bool), np.arange(4)) is None
 
 
@@ -43,6 +44,22 @@ def make_eval_folder(root, per_class=6, one_class=False):
             (root / name / f"{i}.jpg").write_bytes(jpeg(seed=seed0 + i))
     (root / "real" / "broken.jpg").write_bytes(b"nope")
     return root
+
+
+def test_scan_labels_agree_with_prob_ai_at_a_threshold_a_hair_above_a_score(tmp_path, model_path):
+    data = make_eval_folder(tmp_path / "data")
+    first = tmp_path / "first.parquet"
+    assert run_cli("scan", str(data), "--model", model_path, "-o", str(first)).returncode == 0
+    score = pd.read_parquet(first).prob_ai.dropna().astype(np.float64).iloc[0]
+    # Above the stored float32 score in float64, equal to it once rounded to float32.
+    threshold = float(np.nextafter(score, np.inf))
+    assert np.float32(threshold) == np.float32(score)
+    second = tmp_path / "second.parquet"
+    proc = run_cli("scan", str(data), "--model", model_path, "-o", str(second), "--threshold", repr(threshold))
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = pd.read_parquet(second).dropna(subset=["prob_ai"])
+    expected = np.where(rows.prob_ai.astype(np.float64) >= threshold, "ai", "real")
+    assert (rows.label == expected).all() and "real" in set(rows.label[rows.prob_ai == np.float32(score)])
 
 
 def test_eval_writes_report_consistent_with_its_predictions(tmp_path, model_path):
