@@ -14,6 +14,7 @@ import torch
 import typer
 from conftest import TINY_ARCH, run_cli
 from images import encode, jpeg, photo
+from rich.console import Console
 from typer.testing import CliRunner
 
 from aidetect.decode import BatchDecoder, probe, wants_reduced_decode
@@ -194,7 +195,7 @@ def tiny_trainers(tmp_path: Path):
     """A small labelled folder and a maker of trainers on its split (quiet console)."""
     data = make_labelled(tmp_path / "d", per_class=8)
     splits = find_splits(str(data), 0.25, 0)
-    console = __import__("rich.console").console.Console(quiet=True)
+    console = Console(quiet=True)
     return data, lambda name, **kw: Trainer(tiny_config(data, tmp_path / name, **kw), splits, console)
 
 
