@@ -160,6 +160,7 @@ class RayScanner:
             run_id = time.strftime("%Y%m%dT%H%M%S") + "-ray-" + uuid.uuid4().hex[:6]
             staged = self._write(todo, run_id)
             self._commit(staged, run_id)
+        self.sink.close()
         self.result.seconds = time.monotonic() - start
         del ray
         return self.result

@@ -371,6 +371,8 @@ def summary_lines(result: ScanResult) -> list[str]:
         f"{result.errors} errors; {result.skipped} skipped "
         f"(already in the output, unchanged), {result.ignored} ignored (not images)",
     ]
+    if not result.scanned and not result.skipped:
+        lines.append("  no image files found in the sources")
     if result.unreadable_dirs:
         lines.append(f"  {len(result.unreadable_dirs)} folders could not be listed, e.g. {result.unreadable_dirs[0]}")
     if result.output != STDOUT:

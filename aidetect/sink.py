@@ -261,6 +261,10 @@ class ParquetSink:
         if self._superseded:
             drop_rows(self.store, self._superseded, keep_run=self._run_id)
             self._superseded.clear()
+        if not part_names(self.store):
+            # A scan that found nothing still leaves a dataset with the columns, so that
+            # `df[df.label == "ai"]` on it is an empty frame rather than a KeyError.
+            self.store.put(f"{PART_PREFIX}{self._run_id}-empty.parquet", table_bytes(SCHEMA.empty_table()))
 
     def read_all(self) -> pa.Table:
         tables = [read_part(self.store, n) for n in part_names(self.store)]

@@ -100,6 +100,18 @@ def test_stdout_output_pipes_into_pandas(tmp_path, model_path):
     assert not list(tmp_path.glob("verdicts.parquet"))
 
 
+def test_empty_folder_still_gives_a_dataset_with_the_columns(tmp_path, model_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    proc = _scan(src, out, model_path)
+    assert proc.returncode == 0 and "no image files found" in proc.stderr.decode()
+    df = pd.read_parquet(out)
+    assert len(df) == 0 and {"path", "label", "prob_ai", "verdict"} <= set(df.columns)
+    (src / "a.jpg").write_bytes(jpeg())
+    assert _scan(src, out, model_path).returncode == 0
+    assert pd.read_parquet(out).path.tolist() == [str(src / "a.jpg")]
+
+
 def test_single_file_source_and_python_dash_m(tmp_path, model_path):
     image = tmp_path / "one photo.jpg"
     image.write_bytes(jpeg())
