@@ -110,6 +110,8 @@ class Detector:
         import onnxruntime as ort
 
         ort.set_default_logger_severity(3)  # its provider fallback warnings are ours to report
+        if os.path.isdir(model_path):
+            raise ModelError(f"{model_path} is a folder; --model takes an .onnx file")
         if not os.path.isfile(model_path):
             raise ModelError(f"{model_path}: no such model file")
         options = ort.SessionOptions()

@@ -124,6 +124,7 @@ def test_clear_one_line_errors(tmp_path, model_path):
     cases = [
         (["scan", str(tmp_path / "missing"), "--model", model_path], "no such file or folder"),
         (["scan", str(tmp_path), "--model", str(tmp_path / "nope.onnx")], "no such model file"),
+        (["scan", str(tmp_path), "--model", str(tmp_path)], "takes an .onnx file"),
         (["scan", str(tmp_path), "--model", model_path, "--device", "gpu"], "no usable NVIDIA GPU"),
         (["scan", str(tmp_path), "--model", model_path, "-o", "/proc/aidetect-out"], "cannot write to"),
     ]
