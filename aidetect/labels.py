@@ -48,7 +48,9 @@ def labelled_items(folder: str, require_both: bool = True) -> list[Item]:
     if require_both:
         for label in (0, 1):
             if label not in found:
-                raise DataError(f"{folder}: only one class; a '{CLASS_NAMES[label]}' folder is missing")
+                names = " or ".join(f"{n}/" for n, i in CLASS_ALIASES.items() if i == label)
+                kind = ("real", "AI-generated")[label]
+                raise DataError(f"{folder}: only one class; add a {names} folder of {kind} images")
         for label, count in class_counts(items).items():
             if count == 0:
                 raise DataError(f"{folder}: the '{label}' class has no images")

@@ -82,7 +82,7 @@ def test_layouts_and_counts(tmp_path):
 @pytest.mark.parametrize(
     "layout, message",
     [
-        ({"real": 3}, "only one class"),
+        ({"real": 3}, "only one class; add a fake/ or ai/ folder"),
         ({"real": 3, "fake": 0}, "'ai' class has no images"),
         ({"cats": 3, "dogs": 3}, "no class folders"),
     ],
