@@ -25,7 +25,7 @@ from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
 from aidetect.judge import Judge
 from aidetect.s3 import check_bucket, is_s3, list_images
 from aidetect.s3 import configure as configure_s3
-from aidetect.sink import ParquetSink, ResumeIndex, Row, _hash64
+from aidetect.sink import OutputError, ParquetSink, ResumeIndex, Row, _hash64
 from aidetect.sink import warm_up as warm_up_sink
 from aidetect.sources import ImageRef, WalkStats, walk_images
 
@@ -236,6 +236,8 @@ class Scanner:
         self.opts, self.console = opts, console
         configure_s3(opts.endpoint_url)
         check_sources(opts.sources)
+        if opts.output == STDOUT and sys.stdout.isatty():
+            raise OutputError("'-o -' writes binary Parquet: pipe it into a program or redirect it to a file")
         threading.Thread(target=warm_up_sink, name="warm-up", daemon=True).start()
         ort_threads, dali_threads = thread_split(opts.threads)
         self.detector = Detector(resolve_model(opts.model), opts.device, ort_threads)
@@ -392,7 +394,6 @@ def run_guarded(work: Callable[[Console], object]) -> int:
     from aidetect.native_log import filtered_stderr
     from aidetect.ray_engine import RayError
     from aidetect.s3 import S3Error
-    from aidetect.sink import OutputError
 
     with filtered_stderr() as err:
         console = Console(file=err, stderr=True)

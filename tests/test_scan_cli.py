@@ -112,6 +112,22 @@ def test_empty_folder_still_gives_a_dataset_with_the_columns(tmp_path, model_pat
     assert pd.read_parquet(out).path.tolist() == [str(src / "a.jpg")]
 
 
+def test_stdout_output_refuses_a_terminal(tmp_path, model_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aidetect", "scan", str(tmp_path), "-o", "-", "--model", model_path],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 2 and "binary Parquet" in proc.stderr.decode()
+
+
 def test_single_file_source_and_python_dash_m(tmp_path, model_path):
     image = tmp_path / "one photo.jpg"
     image.write_bytes(jpeg())
