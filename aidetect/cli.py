@@ -15,6 +15,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from aidetect import __version__
+
+        print(f"aidetect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass  # options for every command; the help text is the Typer app's
+
+
 @app.command()
 def scan(
     sources: list[str] = typer.Argument(

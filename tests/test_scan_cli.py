@@ -161,6 +161,13 @@ def test_output_folder_with_foreign_files_is_refused(tmp_path, model_path):
     assert (out / "precious.csv").exists()
 
 
+def test_version_is_the_installed_one():
+    from importlib.metadata import version
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.decode().split() == ["aidetect", version("aidetect")]
+
+
 def test_no_model_says_how_to_get_one(tmp_path, monkeypatch):
     import aidetect.scan as scan_mod
 
