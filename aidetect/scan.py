@@ -363,20 +363,26 @@ def preview_table(rows: list[Row]) -> Table:
     return table
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def summary_lines(result: ScanResult) -> list[str]:
     lines = [
-        f"scanned {result.scanned} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
+        f"scanned {_count(result.scanned, 'image')} in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
         f"with {result.model} on {result.runtime} ({result.decoder})",
         f"  {result.real} real, {result.ai} ai"
         + (f", {result.uncertain} uncertain" if result.uncertain else "")
         + f" (model), {result.by_provenance} decided by provenance, "
-        f"{result.errors} errors; {result.skipped} skipped "
+        f"{_count(result.errors, 'error')}; {result.skipped} skipped "
         f"(already in the output, unchanged), {result.ignored} ignored (not images)",
     ]
     if not result.scanned and not result.skipped:
         lines.append("  no image files found in the sources")
     if result.unreadable_dirs:
-        lines.append(f"  {len(result.unreadable_dirs)} folders could not be listed, e.g. {result.unreadable_dirs[0]}")
+        lines.append(
+            f"  {_count(len(result.unreadable_dirs), 'folder')} could not be listed, e.g. {result.unreadable_dirs[0]}"
+        )
     if result.output != STDOUT:
         lines.append(f"  results: {result.output}  (pandas.read_parquet({result.output!r}))")
     return lines

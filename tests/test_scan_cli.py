@@ -108,7 +108,8 @@ def test_empty_folder_still_gives_a_dataset_with_the_columns(tmp_path, model_pat
     df = pd.read_parquet(out)
     assert len(df) == 0 and {"path", "label", "prob_ai", "verdict"} <= set(df.columns)
     (src / "a.jpg").write_bytes(jpeg())
-    assert _scan(src, out, model_path).returncode == 0
+    again = _scan(src, out, model_path)
+    assert again.returncode == 0 and "scanned 1 image in" in again.stderr.decode()
     assert pd.read_parquet(out).path.tolist() == [str(src / "a.jpg")]
 
 
