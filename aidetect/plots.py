@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,8 @@ def _figure(title: str, subtitle: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    fig.suptitle(title, fontsize=11, fontweight="bold")
+    # Long model names (ensembles) and data names wrap instead of running off the figure.
+    fig.suptitle(textwrap.fill(title, 54, break_on_hyphens=False), fontsize=11, fontweight="bold")
     ax.set_title(subtitle, fontsize=9, color="0.35")
     return fig, ax
 

@@ -81,11 +81,11 @@ def measure_baseline(args) -> dict:
     from PIL import Image
 
     from aidetect.infer import Detector
-    from train.loop import build_model
+    from train.export import module_for
 
     info = Detector(args.model, "cpu", 1).info
     pre = info.preprocess
-    model = build_model(info.metadata["arch"], pre.input_size, info.metadata.get("stem_stride", 2)).eval()
+    model = module_for(info.metadata).eval()
     torch.set_num_threads(args.threads or os.cpu_count())
     transform = T.Compose(
         [T.Resize(pre.resize_size), T.CenterCrop(pre.input_size), T.ToTensor(), T.Normalize(pre.mean, pre.std)]

@@ -189,6 +189,42 @@ def test_tiny_training_run_end_to_end(tmp_path):
     batch = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
     full, half = Detector(str(out)), Detector(str(exported))
     assert np.abs(full.margins(batch) - half.margins(batch)).max() < 0.05
+    check_ensemble_export(tmp_path, data / "test", batch)
+
+
+def check_ensemble_export(tmp_path: Path, test_dir: Path, batch: np.ndarray) -> None:
+    """Two checkpoints -> one file averaging their logits; int8 storage stays close to float32."""
+    from aidetect.infer import Detector
+    from train.export import module_for
+    from train.model import LogitMean
+
+    run = tmp_path / "model.run"
+    members = [str(run / "best.pt"), str(run / "last.pt")]
+    full, small = tmp_path / "ens.onnx", tmp_path / "ens-int8.onnx"
+    assert run_cli("export", *members, "-o", str(full)).returncode == 0
+    done = run_cli("export", *members, "-o", str(small), "--int8-weights")
+    assert done.returncode == 0, done.stderr
+    assert small.stat().st_size < 0.35 * full.stat().st_size
+    ensemble, compact = Detector(str(full)), Detector(str(small))
+    meta = compact.info.metadata
+    assert meta["name"].startswith("mean(") and len(meta["members"]) == 2
+    assert meta["weights"].startswith("int8") and meta["preprocess"]["input_size"] == 32
+    assert isinstance(module_for(meta), LogitMean)  # the benchmark's PyTorch baseline
+    assert np.abs(ensemble.margins(batch) - compact.margins(batch)).max() < 0.25
+
+    # What the file computes is the mean of its members' logits.
+    assert run_cli("export", members[1], "-o", str(tmp_path / "last.onnx")).returncode == 0
+    best, last = Detector(str(tmp_path / "model.onnx")), Detector(str(tmp_path / "last.onnx"))
+    mean = (best.margins(batch) + last.margins(batch)) / 2
+    assert np.abs(ensemble.margins(batch) - mean).max() < 1e-3
+
+    scan_out = tmp_path / "ens.parquet"
+    scan = run_cli("scan", str(test_dir), "-o", str(scan_out), "--model", str(small))
+    assert scan.returncode == 0, scan.stderr
+    assert len(pd.read_parquet(scan_out)) == 8
+
+    both = run_cli("export", *members, "-o", str(tmp_path / "x.onnx"), "--int8-weights", "--fp16-weights")
+    assert both.returncode == 2 and "choose one" in both.stderr.decode()
 
 
 def tiny_trainers(tmp_path: Path):

@@ -142,18 +142,34 @@ def _print_counts(counts: dict, held_out: bool, fraction: float) -> None:
 
 
 def export(
-    checkpoint: Path = typer.Argument(..., help="A training checkpoint (best.pt or last.pt)."),
+    checkpoints: list[Path] = typer.Argument(
+        ...,
+        help="Training checkpoints (best.pt or last.pt); several become one file that averages their logits (same input size).",
+    ),
     output: Path = typer.Option(Path("model.onnx"), "-o", "--output", help="ONNX file to write."),
     fp16_weights: bool = typer.Option(
         False, "--fp16-weights", help="Store weights as float16 (half the file; compute stays float32)."
     ),
+    int8_weights: bool = typer.Option(
+        False,
+        "--int8-weights",
+        help="Store weights as int8, one scale per output channel (a quarter of the file; compute stays float32).",
+    ),
 ) -> None:
-    """Export a training checkpoint to one self-describing ONNX file (checked against PyTorch)."""
-    from train.export import ExportError, export_checkpoint
+    """Export training checkpoints to one self-describing ONNX file (checked against PyTorch)."""
+    from train.export import ExportError, export_checkpoint, export_ensemble
 
+    if fp16_weights and int8_weights:
+        console.print("[red]error:[/] choose one of --fp16-weights and --int8-weights")
+        raise typer.Exit(2)
+    weights = "int8" if int8_weights else "float16" if fp16_weights else "float32"
+    paths = [str(path) for path in checkpoints]
     try:
-        metadata = export_checkpoint(str(checkpoint), str(output), fp16_weights=fp16_weights)
+        if len(paths) == 1:
+            metadata = export_checkpoint(paths[0], str(output), weights=weights)
+        else:
+            metadata = export_ensemble(paths, str(output), weights)
     except (OSError, KeyError, ValueError, ExportError, RuntimeError) as exc:
-        console.print(f"[red]error:[/] cannot export {checkpoint}: {exc}")
+        console.print(f"[red]error:[/] cannot export {', '.join(paths)}: {exc}")
         raise typer.Exit(2) from None
     console.print(f"wrote {output} ({metadata['name']}, input {metadata['preprocess']['input_size']}px)")

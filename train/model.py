@@ -15,3 +15,17 @@ def create_detector(arch: str, img_size: int) -> torch.nn.Module:
     if arch not in timm.list_models():
         raise ValueError(f"--arch {arch}: timm has no such model (try `timm.list_models('coatnet*')`)")
     return timm.create_model(arch, pretrained=False, num_classes=2, img_size=img_size)
+
+
+class LogitMean(torch.nn.Module):
+    """Several detectors that read the same input, as one: the mean of their logits.
+
+    Models with different stems err on different images, so the mean is more accurate than either
+    (the default model is one); for two classes it is the mean of their log-odds."""
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
