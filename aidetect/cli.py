@@ -66,14 +66,14 @@ def scan(
     tta: bool = typer.Option(
         False,
         "--tta",
-        help="Also score a flipped and a JPEG-85 variant, plus a 0.75x-rescaled one for models trained with --aug-rescale (3-4x the model work; 1.2-1.5x slower end to end with the default model, where decoding dominates); label 'uncertain' when they disagree.",
+        help="Also score a flipped and a JPEG-85 variant, plus a 0.75x-rescaled one for models trained with --aug-rescale (3-4x the model work; about 2x slower end to end with the default model on photos); label 'uncertain' when they disagree.",
     ),
     max_spread: float = typer.Option(
         0.3,
         "--max-spread",
         min=0.0,
         max=1.0,
-        help="With --tta: 'uncertain' when max - min of the variants' prob_ai exceeds this (with the default model about 3.4% of its validation images come out uncertain, and it is wrong on 32% of those against 1.4% of the rest).",
+        help="With --tta: 'uncertain' when max - min of the variants' prob_ai exceeds this (with the default model about 2% of its validation images come out uncertain, and it is wrong on 35% of those against 1.2% of the rest).",
     ),
     provenance: bool = typer.Option(
         True,
