@@ -297,6 +297,21 @@ def test_export_parity_check_catches_a_mismatch(tmp_path, model_path):
         check_parity(other, model_path, 32)
 
 
+def test_an_ensemble_of_different_input_sizes_is_refused():
+    from train.export import ensemble_metadata
+
+    def state(size: int, rescale: float) -> dict:
+        recipe = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 0, "seed": 0}
+        config = {"arch": TINY_ARCH, **recipe, "augment": {"rescale": rescale}}
+        return {"config": config, "preprocess": Preprocess(size, size).to_dict(), "epoch": 1}
+
+    mixed = ensemble_metadata([state(32, 0.3), state(32, 0.0)])
+    assert mixed["training"]["recipe"]["augment"] == {}  # no rescale variant unless every member learned it
+    assert ensemble_metadata([state(32, 0.3)] * 2)["training"]["recipe"]["augment"] == {"rescale": 0.3}
+    with pytest.raises(ValueError, match="differ in input size"):
+        ensemble_metadata([state(32, 0.0), state(64, 0.0)])
+
+
 # ---- train/scan preprocessing parity -------------------------------------------------------
 
 
