@@ -7,7 +7,9 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -22,13 +24,6 @@ from train.loop import build_model, read_checkpoint
 from train.model import LogitMean
 
 PARITY_TOLERANCE = 1e-4
-# Tolerances on probabilities for random-noise inputs, where logits are small and sensitive;
-# accuracy on real images is what the model card compares (within 0.2 points of float32).
-WEIGHT_STORAGE_TOLERANCE = {"float16": 1e-2, "int8": 5e-2}
-WEIGHT_STORAGE_NOTE = {
-    "float16": "float16 storage, float32 compute",
-    "int8": "int8 storage per output channel, float32 compute",
-}
 
 
 class ExportError(RuntimeError):
@@ -132,10 +127,11 @@ def export_onnx(model: torch.nn.Module, metadata: dict, output: str, weights: st
         onnx.save(proto, tmp)
         check_parity(model, tmp, size)
         if weights != "float32":
-            metadata["weights"] = WEIGHT_STORAGE_NOTE[weights]
+            storage = WEIGHT_STORAGE[weights]
+            metadata["weights"] = storage.note
             entry.value = json.dumps(metadata)
             onnx.save(compact_weight_storage(proto, weights), tmp)
-            check_parity(model, tmp, size, tolerance=WEIGHT_STORAGE_TOLERANCE[weights])
+            check_parity(model, tmp, size, tolerance=storage.tolerance)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is meant to be shared
         os.replace(tmp, output)
     finally:
@@ -148,7 +144,7 @@ def compact_weight_storage(proto: onnx.ModelProto, dtype: str, min_elements: int
 
     The graph still computes in float32 (onnxruntime folds the decoding into constants when it
     loads the model), so a batch runs as fast; float16 halves the file, int8 quarters it."""
-    encode = {"float16": _as_float16, "int8": _as_int8}[dtype]
+    encode = WEIGHT_STORAGE[dtype].encode
     graph = proto.graph
     decoders, keep = [], []
     for init in graph.initializer:
@@ -186,6 +182,22 @@ def _as_int8(name: str, weight: np.ndarray) -> tuple[list[onnx.TensorProto], lis
         helper.make_node("Mul", [name + "__float", scales.name], [name]),
     ]
     return [quantised, scales], nodes
+
+
+class WeightStorage(NamedTuple):
+    """A compact way to store weights: how to encode them, and what the export then tolerates."""
+
+    encode: Callable[[str, np.ndarray], tuple[list[onnx.TensorProto], list[onnx.NodeProto]]]
+    # On probabilities for random-noise inputs, where logits are small and sensitive; accuracy on
+    # real images is what the model card compares (within 0.2 points of float32).
+    tolerance: float
+    note: str
+
+
+WEIGHT_STORAGE = {
+    "float16": WeightStorage(_as_float16, 1e-2, "float16 storage, float32 compute"),
+    "int8": WeightStorage(_as_int8, 5e-2, "int8 storage per output channel, float32 compute"),
+}
 
 
 def check_parity(
