@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from aidetect.limits import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MIB, Limits
+
 app = typer.Typer(
     help="Tell AI-generated images from real ones, fast, with one verdict row per image in Parquet.",
     no_args_is_help=True,
@@ -55,7 +57,22 @@ def scan(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming from OUTPUT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     max_megapixels: float = typer.Option(
-        200.0, "--max-megapixels", help="Refuse (as an error row) images larger than this, before decoding."
+        DEFAULT_MAX_PIXELS / 1e6,
+        "--max-megapixels",
+        min=0.001,
+        help="Refuse (as an error row) images larger than this, from their header, before decoding. Also the pixels decoded at once by all threads together.",
+    ),
+    max_file_mb: float = typer.Option(
+        DEFAULT_MAX_BYTES / MIB,
+        "--max-file-mb",
+        min=0.001,
+        help="Refuse (as an error row) files larger than this (MiB), from the listing, before reading them.",
+    ),
+    decode_timeout: float = typer.Option(
+        DEFAULT_DECODE_TIMEOUT,
+        "--decode-timeout",
+        min=0.01,
+        help="Seconds one image may take to decode; past it, its row says 'decode timed out' and the scan goes on.",
     ),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads for decoding and inference together (default: all usable cores)."
@@ -128,7 +145,11 @@ def scan(
         recursive=recursive,
         overwrite=overwrite,
         quiet=quiet,
-        max_pixels=int(max_megapixels * 1_000_000),
+        limits=Limits(
+            max_bytes=int(max_file_mb * MIB),
+            max_pixels=int(max_megapixels * 1_000_000),
+            decode_timeout=decode_timeout,
+        ),
         threads=threads,
         read_workers=read_workers,
         endpoint_url=endpoint_url,

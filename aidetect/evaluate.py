@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from aidetect.labels import CLASS_NAMES, DataError, Item, labelled_items, stratified_split, subdirs
 from aidetect.metrics import roc_curve, summarize, threshold_for_fpr
-from aidetect.scan import Scanner, ScanOptions
+from aidetect.scan import Scanner, ScanOptions, styled
 from aidetect.sources import file_ref
 
 
@@ -112,7 +113,7 @@ def metrics_table(m: dict, title: str) -> Table:
         return "undefined (one class)" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     table.add_row("images", f"{m['count']} ({m['counts']['real']} real, {m['counts']['ai']} ai; {m['failed']} failed)")
-    table.add_row("[bold]model[/]", "")
+    table.add_row(Text("model", style="bold"), "")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "log_loss", "ece"):
         table.add_row(key.replace("_", " "), fmt(m[key]))
     combined = m["combined"]
@@ -185,9 +186,9 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
         robustness_plot(report["robustness"], f"{model.label} on {name}", opts.report_dir)
         console.print(robustness_table(report["robustness"]))
     if metrics["roc_auc"] is None:
-        console.print("[yellow]note:[/] only one class present, so ROC-AUC and the ROC curve are undefined")
+        console.print(styled("note: ", "yellow", "only one class present, so ROC-AUC and the ROC curve are undefined"))
     if len(failed):
-        console.print(f"[yellow]{len(failed)} files could not be decoded[/] (listed in metrics.json):")
+        console.print(styled(f"{len(failed)} files could not be decoded", "yellow", " (listed in metrics.json):"))
         for p, e in list(zip(failed.path, failed.error))[:10]:
             console.print(f"  {p}: {e}", highlight=False)
     console.print(f"report: {opts.report_dir}/ (metrics.json, predictions.parquet, PNG plots)")

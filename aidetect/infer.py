@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ def parse_metadata(path: str, custom: dict[str, str]) -> ModelInfo:
         )
     try:
         meta = json.loads(custom[METADATA_KEY])
-        return ModelInfo(
+        info = ModelInfo(
             path=path,
             name=meta["name"],
             digest=file_digest(path),
@@ -72,6 +73,23 @@ def parse_metadata(path: str, custom: dict[str, str]) -> ModelInfo:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: unreadable aidetect metadata ({exc})") from None
+    problem = metadata_problem(info)
+    if problem:
+        raise ModelError(f"{path}: incompatible aidetect metadata: {problem}")
+    return info
+
+
+def metadata_problem(info: ModelInfo) -> str | None:
+    """What makes the metadata unusable (the preprocessing checks itself when it is built)."""
+    if len(info.class_names) != 2:
+        return f"needs 2 classes (real and ai), has {len(info.class_names)}"
+    if info.ai_index not in range(len(info.class_names)):
+        return f"ai_index {info.ai_index} is not one of the {len(info.class_names)} classes"
+    if not 0.0 <= info.threshold <= 1.0:
+        return f"threshold {info.threshold:g} is outside 0-1"
+    if not (math.isfinite(info.temperature) and info.temperature > 0):
+        return f"temperature {info.temperature:g} must be positive"
+    return None
 
 
 def gpu_present() -> bool:
@@ -139,10 +157,23 @@ class Detector:
         self.device = "cpu" if used[0] == "CPUExecutionProvider" else "gpu"
 
     def _check_shape(self) -> None:
-        shape = self.session.get_inputs()[0].shape
-        size = self.info.preprocess.input_size
+        """Input and output must be what the scan feeds and reads: checked here, with one real
+        inference, so an incompatible file fails before any work rather than mid-scan."""
+        model_input = self.session.get_inputs()[0]
+        shape, size = model_input.shape, self.info.preprocess.input_size
         if len(shape) != 4 or shape[1] != 3 or tuple(shape[2:]) != (size, size):
             raise ModelError(f"{self.info.path}: input shape {shape} does not match its metadata ({size}x{size} RGB)")
+        if model_input.type != "tensor(float)":
+            raise ModelError(f"{self.info.path}: input type {model_input.type}; aidetect feeds float32 (tensor(float))")
+        try:
+            out = self.session.run(None, {self.input_name: np.zeros((1, 3, size, size), np.float32)})[0]
+        except Exception as exc:
+            raise ModelError(
+                f"{self.info.path}: the model fails on a test input ({str(exc).splitlines()[0][:200]})"
+            ) from None
+        classes = len(self.info.class_names)
+        if out.shape != (1, classes):
+            raise ModelError(f"{self.info.path}: output shape {list(out.shape)}; its metadata names {classes} classes")
 
     @property
     def runtime(self) -> str:

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from aidetect.decode import BatchDecoder, Decoded, Encoded, load
+from aidetect.decode import DEFAULT_LIMITS, BatchDecoder, Decoded, Encoded, load, open_local
 from aidetect.infer import Detector
+from aidetect.limits import Limits
 from aidetect.provenance import inspect as inspect_provenance
-from aidetect.s3 import is_s3, read_object
+from aidetect.s3 import is_s3, open_object
 from aidetect.sink import Row
 from aidetect.sources import ImageRef
 from aidetect.tta import TTAScorer, variants_for
 
 
-def read_ref(ref: ImageRef) -> bytes:
-    from aidetect.decode import read_file
+def open_ref(ref: ImageRef):
+    """A stream of a file's or an object's bytes."""
+    return open_object(ref) if is_s3(ref.path) else open_local(ref)
 
-    return read_object(ref.path) if is_s3(ref.path) else read_file(ref)
+
+def read_ref(ref: ImageRef, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """At most `limits.max_bytes` of a file or object (raises OSError beyond, or when unreadable)."""
+    with open_ref(ref) as stream:
+        data = stream.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise OSError(f"larger than {limits.max_bytes} bytes")
+    return data
 
 
 class Judge:
@@ -30,14 +39,14 @@ class Judge:
         detector: Detector,
         decoder: BatchDecoder,
         threshold: float,
-        max_pixels: int,
+        limits: Limits,
         provenance: bool = True,
         c2pa_trust: str | None = None,
         tta: bool = False,
         max_spread: float = 0.3,
     ) -> None:
         self.detector, self.decoder, self.threshold = detector, decoder, threshold
-        self.max_pixels, self.provenance, self.c2pa_trust = max_pixels, provenance, c2pa_trust
+        self.limits, self.provenance, self.c2pa_trust = limits, provenance, c2pa_trust
         self.tta = None
         if tta:
             names = variants_for(detector.info.metadata)
@@ -45,13 +54,16 @@ class Judge:
 
     def load(self, ref: ImageRef) -> Encoded:
         """Bytes, header probe and (unless turned off) the provenance walk."""
-        item = load(ref, self.max_pixels, read_ref)
+        item = load(ref, self.limits, open_ref)
         if self.provenance and item.data:
             item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
         return item
 
     def decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
-        return batch, self.decoder.decode(batch)
+        decoded = self.decoder.decode(batch)
+        for item in batch:
+            item.data = None  # the rows need the provenance, not the bytes: free them now
+        return batch, decoded
 
     def score(self, pixels: list[np.ndarray]) -> tuple:
         """P(ai), spread (None without --tta) and whether the variants disagree, per image."""

@@ -1,7 +1,8 @@
 """Keep native libraries' log lines (nvImageCodec's per-file decode errors) off the user's screen.
 
-DALI's decoders print to file descriptor 2 directly, once per bad file; those files already
-get an error row, so the lines are noise. Everything else written to fd 2 passes through.
+DALI's decoders and the image libraries under them (libpng, libtiff, libjpeg) print to file
+descriptor 2 directly, once per bad file; those files already get an error row, so the lines
+are noise, with or without --quiet. Everything else written to fd 2 passes through.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import TextIO
 # Ray's C++ core logs "[2026-01-01 12:00:00,000 E 123 456] core_worker.cc:..." lines to the driver.
 RAY_CORE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [EWI] \d+ \d+\] \w+\.cc:\d+")
 NOISE = re.compile(
-    rb"(\[(ERROR|WARNING|WARN|INFO)\].*\[(libjpeg_turbo_decoder|nvjpeg|libtiff|opencv|libpng|nvimgcodec)|nvImageCodec|ImageDecoder)",
+    rb"(\[(ERROR|WARNING|WARN|INFO)\].*\[(libjpeg_turbo_decoder|nvjpeg|libtiff|opencv|libpng|nvimgcodec|\w+_parser|\w+_decoder)|nvImageCodec|ImageDecoder"
+    rb"|^libpng (warning|error)|^(TIFF|JPEG)[A-Za-z]*: |^Corrupt JPEG data|^Premature end of JPEG)",
     re.I,
 )
 
@@ -47,8 +49,12 @@ def filtered_stderr() -> Iterator[TextIO]:
         os.close(saved)
 
 
+ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+
+
 def _pump(read_end: int, out: int) -> None:
     with os.fdopen(read_end, "rb") as src:
         for line in src:
-            if not NOISE.search(line) and not RAY_CORE.search(line):
+            plain = ANSI.sub(b"", line)
+            if not NOISE.search(plain) and not RAY_CORE.search(plain):
                 os.write(out, line)

@@ -12,13 +12,17 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Images are probed and refused by our own pixel limit before decoding (see decode.py).
 Image.MAX_IMAGE_PIXELS = None
+# Pillow refuses any PNG text or ICC chunk inflating past 1 MiB, so a valid PNG with a 2 MiB ICC
+# profile would not open. 16 MiB holds any real profile; MAX_TEXT_MEMORY (64 MiB a file) still
+# bounds the total.
+PngImagePlugin.MAX_TEXT_CHUNK = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,12 @@ class Preprocess:
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
 
     def __post_init__(self) -> None:
+        if self.input_size <= 0:
+            raise ValueError(f"input_size must be positive, not {self.input_size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), not {len(self.mean)} and {len(self.std)}")
+        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"std must be positive and finite, mean finite (mean {self.mean}, std {self.std})")
         if self.resize_size < self.input_size:
             raise ValueError("resize_size must be at least input_size")
         if self.interpolation != "bilinear":
@@ -69,20 +79,33 @@ class Preprocess:
         return cls(**known)
 
 
-def open_rgb(source: str | bytes) -> Image.Image:
-    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB."""
+GREY_MODES = ("1", "L", "LA", "La", "I", "F")  # and the I;16 variants: they stay grey until resized
+
+
+def open_upright(source: str | bytes) -> Image.Image:
+    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB, or as L when
+    it is grey: resizing grey and then making it RGB gives the same pixels for a third of the
+    memory (a 100 MP grey PNG decodes into 100 MB, not 400)."""
     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     image.seek(0)
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):
         # 16-bit and 32-bit integer images: scale to 8 bits instead of clipping.
         peak = 65535 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255
-        image = image.convert("I").point(lambda v: v * (255 / peak)).convert("L")
-    return image.convert("RGB")
+        return image.convert("I").point(lambda v: v * (255 / peak)).convert("L")
+    if image.mode.startswith(GREY_MODES):
+        return image if image.mode == "L" else image.convert("L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def open_rgb(source: str | bytes) -> Image.Image:
+    """Open an image with Pillow, first frame only, EXIF orientation applied, as RGB."""
+    image = open_upright(source)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 # EXIF orientation -> the transpose that displays the stored image upright (as ImageOps.exif_transpose).
-_UPRIGHT = {
+UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -91,37 +114,73 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+TURNED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+
+# Images longer than this on one side relative to the other are first cut to their centre
+# MAX_ASPECT:1 part. The model sees only a centre square, so a 1x2,000,000 strip would otherwise
+# be resized into a 64-megapixel ribbon only to throw nearly all of it away.
+MAX_ASPECT = 8.0
 
 
-def reduced_jpeg_rgb(data: bytes, pre: Preprocess) -> tuple[np.ndarray, int, int]:
-    """A large JPEG decoded at 1/2, 1/4 or 1/8 size (DCT scaling), then resized as `resized_rgb`
-    would resize the full decode; returns the array and the photo's displayed width and height.
+def aspect_box(width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The centre box (left, top, right, bottom) of at most MAX_ASPECT:1, or None when the image fits."""
+    short, long = min(width, height), max(width, height)
+    keep = max(1, math.floor(short * MAX_ASPECT))
+    if long <= keep:
+        return None
+    start = (long - keep) // 2
+    return (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
 
-    The decode keeps at least twice the resize target (as Pillow's thumbnail does), so the final
-    resize still low-passes. A DCT-scaled image is ceil(size / k) pixels: its last row and column
-    cover less than k stored pixels, so the resize maps exactly the photo's extent, in stored
-    orientation (where that partial edge is), and only then turns the small result upright."""
-    image = Image.open(io.BytesIO(data))
-    stored_w, stored_h = image.size
-    orientation = image.getexif().get(0x0112, 1)
-    turned = orientation in (5, 6, 7, 8)
+
+def _stored_target(stored: tuple[int, int], orientation: int, pre: Preprocess) -> tuple[int, int]:
+    """The resize target (width, height) in the stored orientation of a file."""
+    stored_w, stored_h = stored
+    turned = orientation in TURNED
     width, height = (stored_h, stored_w) if turned else (stored_w, stored_h)
     out_h, out_w = pre.resize_shape(height, width)
-    target = (out_h, out_w) if turned else (out_w, out_h)  # (width, height) in stored orientation
-    image.draft("RGB", (2 * target[0], 2 * target[1]))
-    k = round(stored_w / image.width)
+    return (out_h, out_w) if turned else (out_w, out_h)
+
+
+def reduced_min_size(stored: tuple[int, int], orientation: int, pre: Preprocess) -> tuple[int, int]:
+    """The smallest (width, height) a DCT-scaled JPEG decode may stop at: twice the resize target,
+    as Pillow's thumbnail keeps, so the final resize still low-passes."""
+    target_w, target_h = _stored_target(stored, orientation, pre)
+    return 2 * target_w, 2 * target_h
+
+
+def finish_reduced(array: np.ndarray, stored: tuple[int, int], orientation: int, pre: Preprocess) -> np.ndarray:
+    """A DCT-scaled decode (stored orientation) resized as `resized_rgb` would resize the full
+    decode, then turned upright.
+
+    A DCT-scaled image is ceil(size / k) pixels: its last row and column cover less than k stored
+    pixels, so the resize maps exactly the photo's extent, in stored orientation (where that
+    partial edge is), and only then turns the small result upright."""
+    stored_w, stored_h = stored
+    k = round(stored_w / array.shape[1])
     box = (0.0, 0.0, stored_w / k, stored_h / k)
-    image = image.convert("RGB").resize(target, Image.BILINEAR, box=box)
-    if orientation in _UPRIGHT:
-        image = image.transpose(_UPRIGHT[orientation])
-    return np.asarray(image, dtype=np.uint8), width, height
+    image = Image.fromarray(array).resize(_stored_target(stored, orientation, pre), Image.BILINEAR, box=box)
+    if orientation in UPRIGHT:
+        image = image.transpose(UPRIGHT[orientation])
+    return np.asarray(image, dtype=np.uint8)
+
+
+def upright(array: np.ndarray, orientation: int) -> Image.Image:
+    """A decoded array in stored orientation -> the upright Pillow image (as open_rgb gives)."""
+    image = Image.fromarray(array)
+    return image.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else image
 
 
 def resized_rgb(image: Image.Image, pre: Preprocess) -> np.ndarray:
-    """Pillow RGB image -> uint8 HWC array resized by `pre.resize_shape` (no crop)."""
+    """Pillow RGB image -> uint8 HWC array resized by `pre.resize_shape` (no crop), after cutting
+    an extreme aspect ratio to its centre MAX_ASPECT:1 part."""
+    box = aspect_box(image.width, image.height)
+    if box is not None:
+        image = image.crop(box)
     height, width = pre.resize_shape(image.height, image.width)
     if (height, width) != (image.height, image.width):
         image = image.resize((width, height), Image.BILINEAR)
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # grey from open_upright, made RGB once small
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -133,4 +192,4 @@ def center_crop(array: np.ndarray, pre: Preprocess) -> np.ndarray:
 
 def reference_input(source: str | bytes, pre: Preprocess) -> np.ndarray:
     """The evaluation transform in Pillow: uint8 HWC, input_size square."""
-    return center_crop(resized_rgb(open_rgb(source), pre), pre)
+    return center_crop(resized_rgb(open_upright(source), pre), pre)

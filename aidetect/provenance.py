@@ -24,7 +24,11 @@ from dataclasses import dataclass, field
 IPTC_AI = "trainedAlgorithmicMedia"
 IPTC_AI_EDITED = ("compositeWithTrainedAlgorithmicMedia", "algorithmicallyEnhanced", "compositeSynthetic")
 XMP_MAX = 1 << 20  # never regex-scan more than 1 MiB of XMP
-TEXT_MAX = 1 << 20
+TEXT_MAX = 1 << 20  # kept of one text chunk
+# What the walk spends on one file at most: text kept and inflated, all chunks together (3 MB of
+# zTXt chunks can inflate to gigabytes), and the chunks or segments it visits. Past either, it
+# stops and marks the result partial (the `provenance_partial` column).
+TEXT_BUDGET = 4 << 20
 MAX_CHUNKS = 100_000
 
 # Generator names as they appear in EXIF Software/Artist/ImageDescription and XMP CreatorTool.
@@ -54,6 +58,26 @@ class Container:
     xmp: str | None = None
     texts: dict[str, str] = field(default_factory=dict)
     c2pa: bool = False
+    partial: bool = False  # the walk stopped at its budget; evidence further on was not read
+    text_left: int = TEXT_BUDGET
+
+    def take_text(self, raw: bytes, encoding: str = "utf-8") -> str | None:
+        """Decode text within the file's budget; None (and partial) once it is spent."""
+        if self.text_left <= 0:
+            self.partial = True
+            return None
+        text = raw[: min(TEXT_MAX, self.text_left)].decode(encoding, "replace")
+        self.text_left -= len(raw[:TEXT_MAX])
+        return text
+
+    def inflate(self, raw: bytes) -> str | None:
+        """Inflate zlib text within the file's budget (never more than it, whatever the stream claims)."""
+        if self.text_left <= 0:
+            self.partial = True
+            return None
+        inflated = zlib.decompressobj().decompress(raw, min(TEXT_MAX, self.text_left))
+        self.text_left -= max(len(inflated), 1)
+        return inflated.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,7 @@ class Provenance:
     generator: str | None = None
     c2pa_state: str | None = None
     decisive: bool = False
+    partial: bool = False  # the metadata walk stopped at its budget before the end of the file
 
 
 NONE = Provenance()
@@ -98,7 +123,7 @@ def _walk_jpeg(data: bytes) -> Container:
     pos, n = 2, len(data)
     for _ in range(MAX_CHUNKS):
         if pos + 4 > n or data[pos] != 0xFF:
-            break
+            return found
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -107,19 +132,25 @@ def _walk_jpeg(data: bytes) -> Container:
             pos += 2
             continue
         if marker in (0xDA, 0xD9):  # start of scan: metadata lives before it
-            break
+            return found
         (length,) = struct.unpack_from(">H", data, pos + 2)
         body = data[pos + 4 : pos + 2 + length]
         if marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
             found.exif = body[6:]
         elif marker == 0xE1 and body.startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
-            found.xmp = _decode_text(body[29:])
+            found.xmp = found.take_text(body[29:])
         elif marker == 0xEB and (b"jumb" in body[:64] or b"c2pa" in body[:64]):
             found.c2pa = True
-        elif marker == 0xFE:
-            found.texts.setdefault("comment", _decode_text(body))
+        elif marker == 0xFE and "comment" not in found.texts:
+            _keep(found, "comment", found.take_text(body))
         pos += 2 + length
+    found.partial = True  # MAX_CHUNKS segments and still no image data
     return found
+
+
+def _keep(found: Container, keyword: str, text: str | None) -> None:
+    if text is not None:
+        found.texts[keyword] = text
 
 
 def _walk_png(data: bytes) -> Container:
@@ -127,43 +158,39 @@ def _walk_png(data: bytes) -> Container:
     pos, n = 8, len(data)
     for _ in range(MAX_CHUNKS):
         if pos + 8 > n:
-            break
+            return found
         length, ctype = struct.unpack_from(">I4s", data, pos)
         if length > n - pos - 12:
-            break
+            return found
         body = data[pos + 8 : pos + 8 + length]
         if ctype in (b"tEXt", b"iTXt", b"zTXt"):
-            keyword, text = _png_text(ctype, body)
+            keyword, text = _png_text(found, ctype, body)
             if keyword == "XML:com.adobe.xmp":
                 found.xmp = text
             elif keyword:
-                found.texts[keyword] = text
+                _keep(found, keyword, text)
         elif ctype == b"eXIf":
             found.exif = body
         elif ctype == b"caBX":
             found.c2pa = True
         elif ctype == b"IEND":
-            break
+            return found
         pos += 12 + length
+    found.partial = True
     return found
 
 
-def _png_text(ctype: bytes, body: bytes) -> tuple[str, str]:
+def _png_text(found: Container, ctype: bytes, body: bytes) -> tuple[str, str | None]:
     keyword, _, rest = body.partition(b"\x00")
-    key = keyword.decode("latin-1")
+    key = keyword[:80].decode("latin-1")  # the PNG spec's keyword limit
     if ctype == b"tEXt":
-        return key, rest[:TEXT_MAX].decode("latin-1")
+        return key, found.take_text(rest, "latin-1")
     if ctype == b"zTXt":
-        return key, _inflate(rest[1:])
+        return key, found.inflate(rest[1:])
     compressed, _method = rest[:1] == b"\x01", rest[1:2]
     _lang, _, rest = rest[2:].partition(b"\x00")
     _translated, _, text = rest.partition(b"\x00")
-    return key, _inflate(text) if compressed else _decode_text(text)
-
-
-def _inflate(raw: bytes) -> str:
-    inflater = zlib.decompressobj()
-    return _decode_text(inflater.decompress(raw, TEXT_MAX))  # bounded: no zip bomb
+    return key, found.inflate(text) if compressed else found.take_text(text)
 
 
 def _walk_webp(data: bytes) -> Container:
@@ -171,23 +198,20 @@ def _walk_webp(data: bytes) -> Container:
     pos, n = 12, len(data)
     for _ in range(MAX_CHUNKS):
         if pos + 8 > n:
-            break
+            return found
         ctype, length = struct.unpack_from("<4sI", data, pos)
         if length > n - pos - 8:
-            break
+            return found
         body = data[pos + 8 : pos + 8 + length]
         if ctype == b"EXIF":
             found.exif = body[6:] if body.startswith(b"Exif\x00\x00") else body
         elif ctype == b"XMP ":
-            found.xmp = _decode_text(body)
+            found.xmp = found.take_text(body)
         elif ctype == b"C2PA":
             found.c2pa = True
         pos += 8 + length + (length & 1)
+    found.partial = True
     return found
-
-
-def _decode_text(raw: bytes) -> str:
-    return raw[:TEXT_MAX].decode("utf-8", "replace")
 
 
 # ---- EXIF (IFD0 ASCII tags only) ------------------------------------------------------------
@@ -311,7 +335,7 @@ def inspect(data: bytes, fmt: str | None, trust_pem: str | None = None) -> Prove
         c2pa_found, state = c2pa_evidence(data, fmt, trust_pem)
         evidence.append(c2pa_found)
     if not evidence:
-        return Provenance(c2pa_state=state)
+        return Provenance(c2pa_state=state, partial=found.partial)
     best = min(evidence, key=lambda e: (not e.decisive, STRENGTH.index(e.kind)))
     generator = best.generator or next((e.generator for e in evidence if e.generator), None)
-    return Provenance(best.kind, generator, state, best.decisive)
+    return Provenance(best.kind, generator, state, best.decisive, found.partial)

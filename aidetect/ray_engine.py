@@ -21,19 +21,14 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from aidetect.infer import DeviceError
+from aidetect.s3 import Credentials, is_s3, resolve_credentials
 from aidetect.scan import ScanOptions, ScanResult, check_sources, list_refs, progress_bar, resolve_model
-from aidetect.sink import PART_PREFIX, SCHEMA, LocalPartStore, ParquetSink, drop_rows, rows_to_table
+from aidetect.sink import PART_PREFIX, SCHEMA, LocalPartStore, ParquetSink, column_mtime, drop_rows, rows_to_table
 from aidetect.sources import ImageRef, WalkStats
 
-FORWARDED_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-)
+# Settings, not secrets: Ray writes runtime_env in plain text to its logs, so credentials never
+# travel this way (they go to the actors as constructor arguments, through the object store).
+FORWARDED_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 
 
 class RayError(RuntimeError):
@@ -41,7 +36,7 @@ class RayError(RuntimeError):
 
 
 def worker_env() -> dict[str, str]:
-    """S3 settings and credentials reach the workers through runtime_env, never printed."""
+    """S3 settings (endpoint, region) reach the workers through runtime_env."""
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
@@ -54,18 +49,24 @@ class RayJudge:
         from aidetect.decode import BatchDecoder
         from aidetect.infer import Detector
         from aidetect.judge import Judge
+        from aidetect.s3 import use_credentials
+
+        if settings["credentials"] is not None:
+            use_credentials(settings["credentials"])
 
         fd, path = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(fd, "wb") as f:
             f.write(ray.get(model) if isinstance(model, ray.ObjectRef) else model)
         detector = Detector(path, settings["device"], settings["threads"])
-        decoder = BatchDecoder(detector.info.preprocess, settings["batch_size"], detector.device, settings["threads"])
+        decoder = BatchDecoder(
+            detector.info.preprocess, settings["batch_size"], detector.device, settings["threads"], settings["limits"]
+        )
         threshold = settings["threshold"] if settings["threshold"] is not None else detector.info.threshold
         self.judge = Judge(
             detector,
             decoder,
             threshold,
-            settings["max_pixels"],
+            settings["limits"],
             settings["provenance"],
             settings["c2pa_trust"],
             settings["tta"],
@@ -77,7 +78,7 @@ class RayJudge:
     def __call__(self, batch: pa.Table) -> pa.Table:
         cols = batch.to_pydict()
         refs = [
-            ImageRef(p, k, s, m, e)
+            ImageRef(os.fsdecode(p), k, s, m, e)
             for p, k, s, m, e in zip(cols["path"], cols["key"], cols["size"], cols["mtime_ns"], cols["etag"])
         ]
         table = rows_to_table(self.judge.judge(refs), self.label)
@@ -143,6 +144,8 @@ class RayScanner:
         if opts.output == "-":
             raise RayError("--engine ray writes a Parquet folder or s3:// prefix; '-o -' is for the local engine")
         self.model = resolve_model(opts.model)
+        uses_s3 = any(is_s3(u) for u in [*opts.sources, opts.output])
+        self.credentials = resolve_credentials() if uses_s3 else None
         self.ray = connect(address, gpus_per_worker)
         self.workers, self.gpus = workers, gpus_per_worker
         self.sink = ParquetSink(opts.output, "")
@@ -179,7 +182,8 @@ class RayScanner:
             "threads": 1,
             "batch_size": self.opts.batch_size,
             "threshold": self.opts.threshold,
-            "max_pixels": self.opts.max_pixels,
+            "limits": self.opts.limits,
+            "credentials": self.credentials,
             "provenance": self.opts.provenance,
             "c2pa_trust": open(self.opts.c2pa_trust).read() if self.opts.c2pa_trust else None,
             "tta": self.opts.tta,
@@ -200,7 +204,7 @@ class RayScanner:
         staging = self._staging(run_id)
         errors: list[BaseException] = []
 
-        path, filesystem = _target(staging)
+        path, filesystem = _target(staging, self.credentials)
 
         def write() -> None:
             try:
@@ -229,7 +233,7 @@ class RayScanner:
         return staging
 
     def _staging(self, run_id: str) -> str:
-        if self.opts.output.startswith("s3://"):
+        if is_s3(self.opts.output):
             return f"{self.opts.output.rstrip('/')}/_staging-{run_id}"
         return os.path.join(os.path.abspath(self.opts.output), f".staging-{run_id}")
 
@@ -273,18 +277,19 @@ class RayScanner:
 def _refs_table(refs: list[ImageRef]) -> pa.Table:
     return pa.table(
         {
-            "path": pa.array([r.path for r in refs], pa.string()),
+            # Bytes: a file name need not be UTF-8, and Arrow strings must be.
+            "path": pa.array([os.fsencode(r.path) for r in refs], pa.binary()),
             "key": pa.array([r.key for r in refs], pa.string()),
             "size": pa.array([r.size for r in refs], pa.int64()),
-            "mtime_ns": pa.array([r.mtime_ns for r in refs], pa.int64()),
+            "mtime_ns": pa.array([column_mtime(r.mtime_ns) for r in refs], pa.int64()),
             "etag": pa.array([r.etag for r in refs], pa.string()),
         }
     )
 
 
-def _target(uri: str):
-    """Path and pyarrow filesystem for Ray's writer (S3 endpoint and credentials from the environment)."""
-    if not uri.startswith("s3://"):
+def _target(uri: str, credentials: Credentials | None):
+    """Path and pyarrow filesystem for Ray's writer (S3 endpoint and region from the environment)."""
+    if not is_s3(uri):
         return uri, None
     import pyarrow.fs as pafs
 
@@ -293,6 +298,8 @@ def _target(uri: str):
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if credentials is not None:
+        kwargs.update(credentials.pyarrow_kwargs())
     return uri[len("s3://") :], pafs.S3FileSystem(**kwargs)
 
 

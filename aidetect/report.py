@@ -61,9 +61,11 @@ def thumbnail(path: str) -> str | None:
     """A small base64 JPEG data URI of the image, or None when it cannot be read."""
     from aidetect.judge import read_ref
     from aidetect.preprocess import open_rgb
+    from aidetect.s3 import is_s3
+    from aidetect.sources import path_from_display
 
     try:
-        data = read_ref(ImageRef(path, path, None, None))
+        data = read_ref(ImageRef(path if is_s3(path) else path_from_display(path), path, None, None))
         image = open_rgb(data)
         image.draft("RGB", (THUMB, THUMB))
         image.thumbnail((THUMB, THUMB))

@@ -8,14 +8,55 @@ and resume needs each object's ETag, size and last-modified time from the listin
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from aidetect.sources import ImageRef, WalkStats, is_image_name
 
 _local = threading.local()
+# Credentials handed to this process by a Ray driver (None: boto3's default chain). Set once per
+# worker process before any client exists; a global because boto3 clients are per thread.
+_credentials: Credentials | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Resolved AWS credentials, sent to Ray workers as an actor argument (never through
+    runtime_env, which Ray logs). Their repr hides them, so no log or traceback shows them."""
+
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+    def boto_kwargs(self) -> dict:
+        return {
+            "aws_access_key_id": self.access_key,
+            "aws_secret_access_key": self.secret_key,
+            "aws_session_token": self.token,
+        }
+
+    def pyarrow_kwargs(self) -> dict:
+        kwargs = {"access_key": self.access_key, "secret_key": self.secret_key}
+        return {**kwargs, "session_token": self.token} if self.token else kwargs
+
+
+def resolve_credentials() -> Credentials | None:
+    """The driver's credentials from boto3's default chain (profile, environment, instance role)."""
+    import boto3
+
+    found = boto3.session.Session().get_credentials()
+    if found is None:
+        return None
+    frozen = found.get_frozen_credentials()
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def use_credentials(credentials: Credentials) -> None:
+    global _credentials
+    _credentials = credentials
 
 
 class S3Error(RuntimeError):
@@ -44,7 +85,8 @@ def client():
         from botocore.config import Config
 
         config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-        _local.client = boto3.session.Session().client("s3", config=config)
+        kwargs = _credentials.boto_kwargs() if _credentials else {}
+        _local.client = boto3.session.Session().client("s3", config=config, **kwargs)
     return _local.client
 
 
@@ -104,12 +146,14 @@ class ObjectError(OSError):
     """One object could not be read; its message is the row's error."""
 
 
-def read_object(uri: str) -> bytes:
+@contextlib.contextmanager
+def open_object(ref: ImageRef) -> Iterator:
+    """An object's body as a stream, so the reader takes its header before the rest."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, key = split_uri(uri)
+    bucket, key = split_uri(ref.path)
     try:
-        return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = client().get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as exc:
         code = _error_code(exc)
         if code in ("NoSuchKey", "404", "NotFound"):
@@ -119,6 +163,25 @@ def read_object(uri: str) -> bytes:
         raise ObjectError(f"S3 error: {code or exc}") from None
     except BotoCoreError as exc:
         raise ObjectError(f"S3 error: {exc}") from None
+    try:
+        yield _ReadErrors(body)
+    finally:
+        body.close()
+
+
+class _ReadErrors:
+    """A body whose network failures mid-read are OSErrors (error rows), like a local file's."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    def read(self, size: int = -1) -> bytes:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self.body.read(size if size >= 0 else None)
+        except (BotoCoreError, OSError) as exc:
+            raise ObjectError(f"S3 error: {type(exc).__name__}") from None
 
 
 class S3PartStore:
@@ -144,18 +207,72 @@ class S3PartStore:
     def delete(self, name: str) -> None:
         client().delete_object(Bucket=self.bucket, Key=self.prefix + name)
 
-    def check_writable(self) -> None:
+    def check_location(self) -> None:
         check_bucket(self.uri)
-        probe = ".write-test"
+
+    # A lock object with a lease: S3 has no locks, so a scan writes `_aidetect.lock` (only if
+    # absent, with a conditional PUT where the store supports it) and renews it every minute.
+    # A second scan refuses while the lease is fresh; a killed scan's lock expires after
+    # LEASE_S. Two scans starting in the same instant are kept apart only by stores that honour
+    # conditional writes (AWS S3, MinIO).
+    LOCK = "_aidetect.lock"
+    LEASE_S = 300
+    RENEW_S = 60
+
+    def lock(self) -> None:
+        import json
+        import socket
+        import time
+
+        held = self._read_lock()
+        if held and held.get("expires", 0) > time.time():
+            raise S3Error(
+                f"{self.uri} is being written by another scan, pid {held.get('pid', '?')} on {held.get('host', '?')}; "
+                f"wait for it or choose another -o (a killed scan's lock expires {self.LEASE_S // 60} minutes after it stopped)"
+            )
+        if held:
+            self.delete(self.LOCK)
+        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "token": os.urandom(8).hex()}
         try:
-            self.put(probe, b"")
-            self.delete(probe)
+            client().put_object(
+                Bucket=self.bucket, Key=self.prefix + self.LOCK, Body=self._lease(json, time), IfNoneMatch="*"
+            )
         except Exception as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise S3Error(f"{self.uri} is being written by another scan (it took the lock first)") from None
             raise S3Error(f"cannot write to {self.uri}: {_error_code(exc) or exc}") from None
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="s3-lock", daemon=True)
+        self._renewer.start()
 
-    def remove_all(self) -> None:
-        for name in self.names():
-            self.delete(name)
+    def _lease(self, json, time) -> bytes:
+        return json.dumps({**self._owner, "expires": time.time() + self.LEASE_S}).encode()
 
-    def open_for_read(self, name: str) -> io.BytesIO:
-        return io.BytesIO(self.get(name))
+    def _read_lock(self) -> dict | None:
+        import json
+
+        try:
+            return json.loads(self.get(self.LOCK))
+        except Exception as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            return {"expires": 0}  # unreadable: treat as stale
+
+    def _renew(self) -> None:
+        import json
+        import time
+
+        while not self._stop.wait(self.RENEW_S):
+            try:
+                self.put(self.LOCK, self._lease(json, time))
+            except Exception:
+                pass  # the next renewal tries again; the lease covers five missed ones
+
+    def unlock(self) -> None:
+        if getattr(self, "_renewer", None) is None:
+            return
+        self._stop.set()
+        self._renewer = None
+        held = self._read_lock()
+        if held and held.get("token") == self._owner["token"]:
+            self.delete(self.LOCK)

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from aidetect.decode import DEFAULT_MAX_PIXELS, BatchDecoder
+from aidetect.decode import BatchDecoder
 from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
 from aidetect.judge import Judge
+from aidetect.limits import Limits
 from aidetect.s3 import check_bucket, is_s3, list_images
 from aidetect.s3 import configure as configure_s3
 from aidetect.sink import OutputError, ParquetSink, ResumeIndex, Row, _hash64
@@ -43,7 +45,7 @@ class ScanOptions:
     recursive: bool = True
     overwrite: bool = False
     quiet: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    limits: Limits = field(default_factory=Limits)
     threads: int | None = None
     read_workers: int = 16
     endpoint_url: str | None = None
@@ -164,26 +166,41 @@ def _counted(refs: Iterable[ImageRef], stats: WalkStats) -> Iterator[ImageRef]:
     stats.done = True
 
 
-def bounded_map(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, window: int) -> Iterator:
-    """Like pool.map, in order, but never more than `window` items read ahead."""
+def bounded_map(
+    fn: Callable, items: Iterable, pool: ThreadPoolExecutor, window: int, weight: Callable = len, budget: int = 0
+) -> Iterator:
+    """Like pool.map, in order, but never more than `window` items, nor (with `budget`) items of
+    more than `budget` total `weight`, read ahead; one item heavier than the budget goes alone."""
     pending: deque = deque()
+    held = 0
     for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
+        cost = weight(item) if budget else 0
+        while pending and (len(pending) >= window or held + cost > budget > 0):
+            done_cost, future = pending.popleft()
+            held -= done_cost
+            yield future.result()
+        pending.append((cost, pool.submit(fn, item)))
+        held += cost
     while pending:
-        yield pending.popleft().result()
+        yield pending.popleft()[1].result()
 
 
-def batched(items: Iterable, size: int) -> Iterator[list]:
+def batched(items: Iterable, size: int, weight: Callable | None = None, budget: int = 0) -> Iterator[list]:
+    """Lists of `size` items, cut early when (with `budget`) their total `weight` reaches it."""
     batch: list = []
+    held = 0
     for item in items:
         batch.append(item)
-        if len(batch) >= size:
+        held += weight(item) if weight else 0
+        if len(batch) >= size or (budget and held >= budget):
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
+
+
+def encoded_bytes(item) -> int:
+    return len(item.data) if item.data else 0
 
 
 _DONE = object()
@@ -243,12 +260,12 @@ class Scanner:
         self.detector = Detector(resolve_model(opts.model), opts.device, ort_threads)
         info = self.detector.info
         self.threshold = opts.threshold if opts.threshold is not None else info.threshold
-        self.decoder = BatchDecoder(info.preprocess, opts.batch_size, self.detector.device, dali_threads)
+        self.decoder = BatchDecoder(info.preprocess, opts.batch_size, self.detector.device, dali_threads, opts.limits)
         self.judge = Judge(
             self.detector,
             self.decoder,
             self.threshold,
-            opts.max_pixels,
+            opts.limits,
             opts.provenance,
             open(opts.c2pa_trust).read() if opts.c2pa_trust else None,
             opts.tta,
@@ -292,8 +309,17 @@ class Scanner:
         start = time.monotonic()
         pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
         refs = self._fresh(list_refs(self.opts, stats) if refs is None else _counted(refs, stats), index)
-        encoded = bounded_map(self.judge.load, refs, pool, self.opts.read_workers * 4)
-        reader = _Stage("read", batched(encoded, self.opts.batch_size), lambda batch: batch, depth=2)
+        limits = self.opts.limits
+        encoded = bounded_map(
+            self.judge.load,
+            refs,
+            pool,
+            self.opts.read_workers * 4,
+            lambda ref: min(ref.size or 0, limits.max_bytes),  # files over the limit are never read
+            limits.read_ahead_bytes,
+        )
+        batches = batched(encoded, self.opts.batch_size, encoded_bytes, limits.batch_bytes)
+        reader = _Stage("read", batches, lambda batch: batch, depth=2)
         decoder = _Stage("decode", reader, self.judge.decode, depth=2)
         reader.start()
         decoder.start()
@@ -354,11 +380,11 @@ def preview_table(rows: list[Row]) -> Table:
         verdict, source = row.verdict
         evidence = row.provenance.kind and f"{row.provenance.kind}: {row.provenance.generator or '?'}"
         table.add_row(
-            row.ref.key,
-            f"[{colour}]{row.label or '-'}[/]",
+            Text(row.ref.key),
+            Text(row.label or "-", style=colour),
             prob,
             f"{verdict or '-'} ({source or '-'})",
-            row.error or evidence or "",
+            Text(row.error or evidence or ""),
         )
     return table
 
@@ -388,6 +414,11 @@ def summary_lines(result: ScanResult) -> list[str]:
     return lines
 
 
+def styled(prefix: str, style: str, rest: str = "") -> Text:
+    """A coloured prefix and literal text: names and messages are never read as rich markup."""
+    return Text.assemble((prefix, style), rest)
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
@@ -402,28 +433,30 @@ def run_guarded(work: Callable[[Console], object]) -> int:
     from aidetect.s3 import S3Error
 
     with filtered_stderr() as err:
-        console = Console(file=err, stderr=True)
+        # markup=False: file names and library messages print literally ("[red]b.jpg" too);
+        # our own colours are Text styles.
+        console = Console(file=err, stderr=True, markup=False)
         if not console.is_terminal:
             console.width = 200  # logs and pipes: do not fold paths at 80 columns
         try:
             work(console)
         except (SourceError, ModelError, DeviceError, OutputError, DataError, S3Error, RayError) as exc:
-            console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(styled("error: ", "red", str(exc)), highlight=False, soft_wrap=True)
             return 2
         except KeyboardInterrupt:
             console.print("interrupted: finished rows are in the output; run the same command to resume")
             return 130
-        except OSError as exc:  # a full disk, a lost mount: committed rows stay, a rerun resumes
+        except OSError as exc:  # a lost mount, a disk gone: committed rows stay, a rerun resumes
             where = getattr(exc, "filename", None)
-            console.print(f"[red]error:[/] {exc.strerror or exc}{f': {where}' if where else ''}", highlight=False)
-            return 1
+            console.print(
+                styled("error: ", "red", f"{exc.strerror or exc}{f': {where}' if where else ''}"), highlight=False
+            )
+            return 2
         except Exception as exc:
             if os.environ.get("AIDETECT_DEBUG"):
                 raise
-            console.print(
-                f"[red]internal error:[/] {type(exc).__name__}: {_first_line(exc)} (AIDETECT_DEBUG=1 shows where)",
-                highlight=False,
-            )
+            message = f"{type(exc).__name__}: {_first_line(exc)} (AIDETECT_DEBUG=1 shows where)"
+            console.print(styled("internal error: ", "red", message), highlight=False)
             return 1
     return 0
 

@@ -44,10 +44,27 @@ SCHEMA = pa.schema(
         pa.field("c2pa_state", pa.string()),
         pa.field("verdict", pa.string()),
         pa.field("verdict_source", pa.string()),
+        pa.field("provenance_partial", pa.bool_()),
     ]
 )
 MARKER = "_aidetect.json"  # pyarrow skips names starting with "_" or "."
+LOCK = ".aidetect.lock"
 PART_PREFIX = "part-"
+# Parquet's nanosecond timestamps (and pandas') end in 1677 and 2262: an mtime outside is null in
+# the `mtime` column, and resume then knows the file by path, size (and ETag) alone.
+_NS_RANGE = range(-(1 << 63), 1 << 63)
+
+# Error rows a rerun retries: failures of the moment (permissions, a vanished file, the network,
+# a bug of ours), not of the file (not an image, truncated, too large), which stay until it changes.
+RETRYABLE_ERRORS = (
+    "permission denied",
+    "file not found",
+    "read error",
+    "object not found",
+    "access denied",
+    "S3 error",
+    "internal error",
+)
 
 
 class OutputError(RuntimeError):
@@ -60,9 +77,18 @@ def _hash64(text: str) -> int:
     )
 
 
+def column_mtime(mtime_ns: int | None) -> int | None:
+    """The mtime as the `mtime` column holds it: None when outside what it can hold."""
+    return mtime_ns if isinstance(mtime_ns, int) and mtime_ns in _NS_RANGE else None
+
+
 def version_key(path: str, size: int | None, mtime_ns: int | None, etag: str | None) -> int:
     """What identifies one version of a file: path + size + mtime (+ ETag for objects)."""
-    return _hash64(f"{path}\0{size}\0{mtime_ns}\0{etag or ''}")
+    return _hash64(f"{path}\0{size}\0{column_mtime(mtime_ns)}\0{etag or ''}")
+
+
+def is_retryable(error: str | None) -> bool:
+    return error is not None and error.startswith(RETRYABLE_ERRORS)
 
 
 class ResumeIndex:
@@ -115,24 +141,19 @@ class LocalPartStore:
 
     def __init__(self, folder: str) -> None:
         self.uri = folder
+        self._lock_fd: int | None = None
 
     def names(self) -> list[str]:
         return sorted(os.listdir(self.uri)) if os.path.isdir(self.uri) else []
 
     def put(self, name: str, data: bytes) -> None:
         path = os.path.join(self.uri, name)
-        tmp = os.path.join(self.uri, f".{name}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.uri)
+            atomic_write(path, data)
+        except OSError as exc:  # a full disk, a lost mount: one line, and committed rows stay
+            raise OutputError(
+                f"cannot write {path}: {exc.strerror or exc} (rows committed before stay; rerun to resume)"
+            ) from None
 
     def get(self, name: str) -> bytes:
         with open(os.path.join(self.uri, name), "rb") as f:
@@ -141,22 +162,57 @@ class LocalPartStore:
     def delete(self, name: str) -> None:
         os.unlink(os.path.join(self.uri, name))
 
-    def check_writable(self) -> None:
+    def check_location(self) -> None:
         if os.path.exists(self.uri) and not os.path.isdir(self.uri):
             raise OutputError(f"{self.uri} is a file, not an aidetect results folder (choose another -o)")
         try:
             os.makedirs(self.uri, exist_ok=True)
-            self.put(".write-test", b"")
-            self.delete(".write-test")
         except OSError as exc:
             raise OutputError(f"cannot write to {self.uri}: {exc.strerror or exc}") from None
-        for name in self.names():  # temporary files of a killed run
-            if name.startswith(".") and name.endswith(".tmp"):
-                self.delete(name)
 
-    def remove_all(self) -> None:
-        for name in self.names():
-            self.delete(name)
+    def lock(self) -> None:
+        """Hold an exclusive lock on OUTPUT until close (the kernel drops it if the process dies)."""
+        import fcntl
+
+        path = os.path.join(self.uri, LOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write to {self.uri}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise OutputError(
+                f"{self.uri} is being written by another scan, pid {holder}; wait for it or choose another -o"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock; the file stays, empty of meaning
+            self._lock_fd = None
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write to a hidden temporary name beside `path`, fsync, rename over it, fsync the folder:
+    readers see the old file or the new one, never half of one, whatever kills the process."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder or ".")
 
 
 def _fsync_dir(folder: str) -> None:
@@ -179,17 +235,40 @@ def is_part(name: str) -> bool:
     return name.startswith(PART_PREFIX) and name.endswith(".parquet")
 
 
+def is_ours(name: str) -> bool:
+    """Names aidetect writes into OUTPUT: parts, the marker, the lock, temporary files of a
+    write in progress, and the Ray engine's staging folders."""
+    return (
+        is_part(name)
+        or name in (MARKER, LOCK, "_aidetect.lock", ".write-test")
+        or (name.startswith(".") and name.endswith(".tmp"))
+        or name.startswith((".staging-", "_staging-"))
+    )
+
+
 def prepare_output(store, overwrite: bool) -> None:
-    """Refuse a location holding anything but our parts; empty it with `overwrite`."""
-    if overwrite and isinstance(store, LocalPartStore) and os.path.isfile(store.uri):
-        os.unlink(store.uri)
-    store.check_writable()
-    names = [n for n in store.names() if not n.startswith(".")]
-    foreign = [n for n in names if n != MARKER and not is_part(n)]
+    """Claim OUTPUT: refuse anything aidetect did not create (no marker) or that holds files it
+    did not write; lock it against a second scan; then clear what a killed run left (and, with
+    `overwrite`, the earlier parts). Nothing but aidetect's own files is ever changed or deleted."""
+    store.check_location()
+    names = store.names()
+    foreign = [n for n in names if not is_ours(n)]
     if foreign:
         raise OutputError(f"{store.uri} holds files aidetect did not write (e.g. {foreign[0]}); choose another -o")
-    if overwrite:
-        store.remove_all()
+    if names and MARKER not in names:
+        raise OutputError(f"{store.uri} was not created by aidetect (no {MARKER} in it); choose another -o")
+    store.lock()
+    try:
+        store.put(".write-test", b"")
+        store.delete(".write-test")
+        store.put(MARKER, json.dumps({"written_by": "aidetect", "schema": SCHEMA.names}).encode())
+        for name in store.names():
+            # Another scan cannot be writing these: it would hold the lock.
+            if (name.startswith(".") and name.endswith(".tmp")) or (overwrite and is_part(name)):
+                store.delete(name)
+    except BaseException:
+        store.unlock()
+        raise
 
 
 def table_bytes(table: pa.Table) -> bytes:
@@ -228,9 +307,8 @@ class ParquetSink:
         self.store = open_store(self.location)
 
     def open(self, overwrite: bool) -> ResumeIndex:
-        """Prepare the output and return what it already holds (empty with `overwrite`)."""
+        """Claim and lock the output and return what it already holds (empty with `overwrite`)."""
         prepare_output(self.store, overwrite)
-        self.store.put(MARKER, json.dumps({"written_by": "aidetect", "schema": SCHEMA.names}).encode())
         index = load_index(self.store)
         if index.has_duplicates:
             heal_duplicates(self.store)
@@ -257,14 +335,17 @@ class ParquetSink:
         self._buffer.clear()
 
     def close(self) -> None:
-        self.flush()
-        if self._superseded:
-            drop_rows(self.store, self._superseded, keep_run=self._run_id)
-            self._superseded.clear()
-        if not part_names(self.store):
-            # A scan that found nothing still leaves a dataset with the columns, so that
-            # `df[df.label == "ai"]` on it is an empty frame rather than a KeyError.
-            self.store.put(f"{PART_PREFIX}{self._run_id}-empty.parquet", table_bytes(SCHEMA.empty_table()))
+        try:
+            self.flush()
+            if self._superseded:
+                drop_rows(self.store, self._superseded, keep_run=self._run_id)
+                self._superseded.clear()
+            if not part_names(self.store):
+                # A scan that found nothing still leaves a dataset with the columns, so that
+                # `df[df.label == "ai"]` on it is an empty frame rather than a KeyError.
+                self.store.put(f"{PART_PREFIX}{self._run_id}-empty.parquet", table_bytes(SCHEMA.empty_table()))
+        finally:
+            self.store.unlock()
 
     def read_all(self) -> pa.Table:
         tables = [read_part(self.store, n) for n in part_names(self.store)]
@@ -288,7 +369,7 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "width": [r.width for r in rows],
         "height": [r.height for r in rows],
         "bytes": [r.ref.size for r in rows],
-        "mtime": [r.ref.mtime_ns for r in rows],
+        "mtime": [column_mtime(r.ref.mtime_ns) for r in rows],
         "etag": [r.ref.etag for r in rows],
         "model": [model] * len(rows),
         "scanned_at": [now] * len(rows),
@@ -297,19 +378,22 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "c2pa_state": [r.provenance.c2pa_state for r in rows],
         "verdict": [r.verdict[0] for r in rows],
         "verdict_source": [r.verdict[1] for r in rows],
+        "provenance_partial": [r.provenance.partial or None for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)
 
 
 def load_index(store) -> ResumeIndex:
+    """Every path in the output; a version only for rows a rerun keeps (not retryable errors)."""
     paths, versions = [], []
     for name in part_names(store):
-        table = read_part(store, name, ["path", "bytes", "mtime", "etag"])
+        table = read_part(store, name, ["path", "bytes", "mtime", "etag", "error"])
         cols = table.to_pydict()
         mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
-        for path, size, mtime, etag in zip(cols["path"], cols["bytes"], mtimes, cols["etag"]):
+        for path, size, mtime, etag, error in zip(cols["path"], cols["bytes"], mtimes, cols["etag"], cols["error"]):
             paths.append(_hash64(path))
-            versions.append(version_key(path, size, mtime, etag))
+            if not is_retryable(error):
+                versions.append(version_key(path, size, mtime, etag))
     return ResumeIndex(np.array(paths, np.int64), np.array(versions, np.int64))
 
 

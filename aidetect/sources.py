@@ -7,6 +7,7 @@ million files starts producing verdicts at once and memory stays flat.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -37,8 +38,23 @@ def is_image_name(name: str) -> bool:
 
 
 def display_path(path: str) -> str:
-    """A valid UTF-8 form of an OS path (undecodable bytes become \\xNN escapes)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A valid UTF-8 form of an OS path, unique and reversible (`path_from_display`): bytes that
+    are not UTF-8 become \\xNN, and a backslash itself becomes \\\\, so a file literally named
+    `caf\\xe9.jpg` and one whose name holds the byte 0xE9 never share a `path`."""
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def _unescape(match: re.Match) -> bytes:
+    code = match.group(1)
+    return b"\\" if code == b"\\" else bytes([int(code[1:], 16)])
+
+
+def path_from_display(key: str) -> str:
+    """The OS path a `display_path` string stands for."""
+    return os.fsdecode(_ESCAPE.sub(_unescape, key.encode("utf-8")))
 
 
 @dataclass(frozen=True, slots=True)

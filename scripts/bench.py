@@ -13,6 +13,7 @@ Each measurement runs in its own process on the same corpus and the same model:
              metadata evidence costs
   tta        the scan again with --tta: what test-time variants cost
   decode_full the decode ceiling without reduced-size decoding of large JPEGs: what that gains
+  hostile    peak memory and wall time of a scan of files built to exhaust memory or time
 
 Usage: python scripts/bench.py [--images 1000] [--folder DIR] [--model PATH] [--json bench.json]
 """
@@ -57,7 +58,7 @@ def measure_model(args) -> dict:
 def measure_decode(args, reduced: bool = True) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from aidetect.decode import BatchDecoder, load, read_file
+    from aidetect.decode import BatchDecoder, load
     from aidetect.infer import Detector
     from aidetect.scan import ScanOptions, batched, bounded_map, thread_split
     from aidetect.sources import walk_images
@@ -69,7 +70,7 @@ def measure_decode(args, reduced: bool = True) -> dict:
     workers = ScanOptions(sources=[]).read_workers
     pool = ThreadPoolExecutor(workers)
     start, done = time.perf_counter(), 0
-    loaded = bounded_map(lambda r: load(r, reader=read_file), walk_images(args.folder), pool, workers * 4)
+    loaded = bounded_map(load, walk_images(args.folder), pool, workers * 4)
     for batch in batched(loaded, args.batch_size):
         done += len(decoder.decode(batch))
     return {"images_per_s": done / (time.perf_counter() - start), "images": done}
@@ -263,6 +264,31 @@ def small_corpus(count: int) -> Path:
     return folder
 
 
+def hostile_scan(args, photos: dict) -> dict:
+    """Peak memory and time of a scan of files built to cost memory or time (scripts/hostile_corpus.py:
+    12 PNGs of 10000x10000, a 1x2,000,000 strip, a zTXt flood, a progressive JPEG of 10,000
+    scans, a 5 GiB sparse file, ...) beside the photo scan's."""
+    from hostile_corpus import make_hostile_corpus
+
+    folder = CACHE / "hostile"
+    if not (folder / "sparse.jpg").exists():
+        make_hostile_corpus(folder)
+    run = scan_once(folder, args)
+    result = {
+        "files": run["images"],
+        "wall_s": run["wall_s"],
+        "peak_rss_mb": run["peak_rss_mb"],
+        "photos_peak_rss_mb": photos["peak_rss_mb"],
+        "summary": run["summary"],
+    }
+    print(
+        f"hostile   {run['images']} files in {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MB "
+        f"(photos: {photos['peak_rss_mb']:.0f} MB)",
+        file=sys.stderr,
+    )
+    return result
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -378,6 +404,8 @@ def main() -> None:
             f"{b['images']} (+{results['rss']['growth']:.1%})",
             file=sys.stderr,
         )
+    if "hostile" not in skip:
+        results["hostile"] = hostile_scan(args, results["scan"])
     args.json.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.json}", file=sys.stderr)
 

@@ -50,3 +50,5 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
     assert result["provenance_stage"]["images"] == 6 and result["provenance_share"] > 0
     assert result["scan_tta"]["images"] == 6 and result["tta_slowdown"] > 0
     assert result["decode_full_size"]["images"] == 6 and result["reduced_decode_gain"] > 0
+    hostile = result["hostile"]
+    assert hostile["files"] == 19 and 0 < hostile["peak_rss_mb"] < 1536, hostile  # the README's bound: 1.5 GB

@@ -23,13 +23,13 @@ def test_listing_pages_and_nested_prefixes(bucket):
 
 def test_object_deleted_after_listing_gets_an_error_row(bucket):
     from aidetect.decode import load
-    from aidetect.judge import read_ref
+    from aidetect.judge import open_ref
     from aidetect.s3 import list_images
 
     bucket.put_object(Bucket=BUCKET, Key="gone/soon.jpg", Body=jpeg())
     (ref,) = list(list_images(f"s3://{BUCKET}/gone/"))
     bucket.delete_object(Bucket=BUCKET, Key="gone/soon.jpg")
-    assert load(ref, reader=read_ref).error == "object not found"
+    assert load(ref, opener=open_ref).error == "object not found"
 
 
 def test_scan_bucket_with_odd_keys_and_bad_objects_then_resume(bucket, tmp_path, model_path):

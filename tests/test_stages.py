@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from images import hostile_corpus, jpeg, photo
+from images import encode, hostile_corpus, jpeg, photo
 
 from aidetect.decode import BatchDecoder, describe_os_error, load
 from aidetect.infer import Detector, DeviceError, ModelError
+from aidetect.limits import Limits
 from aidetect.preprocess import Preprocess
 from aidetect.sink import LocalPartStore, ParquetSink, Row, load_index
 from aidetect.sources import ImageRef, WalkStats, walk_images
@@ -82,17 +83,19 @@ def test_one_bad_file_does_not_cost_its_batch(tmp_path):
 
 
 def test_dali_is_built_only_when_a_batch_needs_it(tmp_path):
-    """Large JPEGs take the reduced-size Pillow path on the CPU: such a scan never pays for DALI."""
+    """JPEGs take libjpeg-turbo's strict path on the CPU: such a scan never pays for DALI; a PNG builds it."""
     refs = []
-    for i, (w, h) in enumerate([(400, 300), (32, 32)]):
-        path = tmp_path / f"{i}.jpg"
-        path.write_bytes(jpeg(w, h, seed=i))
+    for name, data in [("0.jpg", jpeg(400, 300)), ("1.jpg", jpeg(32, 32)), ("2.png", encode(photo(32, 32), "PNG"))]:
+        path = tmp_path / name
+        path.write_bytes(data)
         refs.append(ImageRef(str(path), str(path), path.stat().st_size, 0))
     decoder = BatchDecoder(PRE, batch_size=8)
     large = decoder.decode([load(refs[0])])
     assert large[0].error is None and decoder.dali._pipe is None
     small = decoder.decode([load(refs[1])])
-    assert small[0].error is None and decoder.dali._pipe is not None
+    assert small[0].error is None and decoder.dali._pipe is None
+    png = decoder.decode([load(refs[2])])
+    assert png[0].error is None and decoder.dali._pipe is not None
 
 
 def test_file_gone_between_listing_and_reading(tmp_path):
@@ -105,7 +108,7 @@ def test_pixel_limit_is_configurable(tmp_path):
     path = tmp_path / "big.jpg"
     path.write_bytes(jpeg(100, 100))
     ref = ImageRef(str(path), str(path), 1, 1)
-    assert load(ref, max_pixels=5000).error == "image too large: 100x100"
+    assert load(ref, Limits(max_pixels=5000)).error == "image too large: 100x100"
     assert load(ref).error is None
 
 
@@ -151,7 +154,7 @@ def test_sink_commits_parts_atomically_and_indexes_them(tmp_path):
     sink.write([_row(tmp_path, "a.jpg"), _row(tmp_path, "b.jpg"), _row(tmp_path, "c.jpg")])
     assert len(pq.read_table(out)) == 3  # committed at the flush threshold
     sink.close()
-    assert not [n for n in os.listdir(out) if n.startswith(".")]
+    assert [n for n in os.listdir(out) if n.startswith(".")] == [".aidetect.lock"]  # no temporary files
     index = load_index(LocalPartStore(str(out)))
     assert index.status(_row(tmp_path, "a.jpg").ref) == "done"
     assert index.status(_row(tmp_path, "a.jpg", size=2).ref) == "changed"

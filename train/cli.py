@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from aidetect.scan import styled
+
 # torch and timm are imported inside the commands, so `aidetect scan` never pays for them.
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False)  # paths and messages print literally
 
 
 def train(
@@ -85,7 +87,7 @@ def train(
     try:
         run_training(cfg, str(resume) if resume else None, str(init) if init else None)
     except (DataError, ExportError, ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(styled("error: ", "red", str(exc)))
         raise typer.Exit(2) from None
 
 
@@ -160,7 +162,7 @@ def export(
     from train.export import ExportError, export_checkpoint, export_ensemble
 
     if fp16_weights and int8_weights:
-        console.print("[red]error:[/] choose one of --fp16-weights and --int8-weights")
+        console.print(styled("error: ", "red", "choose one of --fp16-weights and --int8-weights"))
         raise typer.Exit(2)
     weights = "int8" if int8_weights else "float16" if fp16_weights else "float32"
     paths = [str(path) for path in checkpoints]
@@ -170,6 +172,6 @@ def export(
         else:
             metadata = export_ensemble(paths, str(output), weights)
     except (OSError, KeyError, ValueError, ExportError, RuntimeError) as exc:
-        console.print(f"[red]error:[/] cannot export {', '.join(paths)}: {exc}")
+        console.print(styled("error: ", "red", f"cannot export {', '.join(paths)}: {exc}"))
         raise typer.Exit(2) from None
     console.print(f"wrote {output} ({metadata['name']}, input {metadata['preprocess']['input_size']}px)")

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from aidetect.calibration import calibration_report
 from aidetect.metrics import summarize
@@ -114,7 +115,9 @@ class Trainer:
                 start = time.time()
                 cache, bad = preload(items, self.pre, max(1, self.cfg.workers))
                 items = _drop_unreadable(items, bad, name)
-                self.console.print(f"[dim]{name}: decoded {len(items)} images in {time.time() - start:.0f}s[/]")
+                self.console.print(
+                    Text(f"{name}: decoded {len(items)} images in {time.time() - start:.0f}s", style="dim")
+                )
             self.datasets[name] = ImageDataset(
                 items, self.pre, train=name == "train", aug=self.cfg.augment, cache=cache
             )
