@@ -215,7 +215,7 @@ class S3PartStore:
     # A second scan refuses while the lease is fresh; a killed scan's lock expires after
     # LEASE_S. Two scans starting in the same instant are kept apart only by stores that honour
     # conditional writes (AWS S3, MinIO).
-    LOCK = "_aidetect.lock"
+    LOCK = "_aidetect.lock"  # sink.S3_LOCK
     LEASE_S = 300
     RENEW_S = 60
 

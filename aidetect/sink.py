@@ -49,6 +49,7 @@ SCHEMA = pa.schema(
 )
 MARKER = "_aidetect.json"  # pyarrow skips names starting with "_" or "."
 LOCK = ".aidetect.lock"
+S3_LOCK = "_aidetect.lock"  # S3 has no hidden names; the lease object (s3.py)
 PART_PREFIX = "part-"
 # Parquet's nanosecond timestamps (and pandas') end in 1677 and 2262: an mtime outside is null in
 # the `mtime` column, and resume then knows the file by path, size (and ETag) alone.
@@ -240,7 +241,7 @@ def is_ours(name: str) -> bool:
     write in progress, and the Ray engine's staging folders."""
     return (
         is_part(name)
-        or name in (MARKER, LOCK, "_aidetect.lock", ".write-test")
+        or name in (MARKER, LOCK, S3_LOCK, ".write-test")
         or (name.startswith(".") and name.endswith(".tmp"))
         or name.startswith((".staging-", "_staging-"))
     )
@@ -255,7 +256,7 @@ def prepare_output(store, overwrite: bool) -> None:
     foreign = [n for n in names if not is_ours(n)]
     if foreign:
         raise OutputError(f"{store.uri} holds files aidetect did not write (e.g. {foreign[0]}); choose another -o")
-    if names and MARKER not in names:
+    if set(names) - {LOCK, S3_LOCK} and MARKER not in names:  # a lock alone: a scan just starting
         raise OutputError(f"{store.uri} was not created by aidetect (no {MARKER} in it); choose another -o")
     store.lock()
     try:

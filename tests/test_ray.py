@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import run_cli
-from images import hostile_corpus
+from images import hostile_corpus, jpeg
 
 COLUMNS = ["label", "error", "width", "height", "bytes", "provenance", "verdict", "verdict_source"]
 
@@ -26,6 +26,9 @@ def _same_verdicts(local: pd.DataFrame, ray: pd.DataFrame) -> None:
 def corpus(tmp_path_factory, model_path):
     folder = tmp_path_factory.mktemp("ray") / "in"
     hostile_corpus(folder)
+    with open(os.fsencode(str(folder)) + b"/caf\xe9 not utf-8.jpg", "wb") as f:  # Arrow strings must be UTF-8
+        f.write(jpeg(seed=9))
+    os.utime(folder / "good (1).jpg", ns=(0, 10_413_792_000 * 10**9))  # year 2300: past int64 nanoseconds
     out = folder.parent / "local.parquet"
     assert run_cli("scan", str(folder), "-o", str(out), "--model", model_path).returncode == 0
     return folder, pd.read_parquet(out)
@@ -75,9 +78,27 @@ def cluster():
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+def _files_holding(secret: bytes, roots: list[str]) -> list[str]:
+    found = []
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, "rb") as f:
+                        if secret in f.read():
+                            found.append(path)
+                except OSError:
+                    pass
+    return found
+
+
 def test_cluster_scan_of_a_bucket_matches_the_local_engine(cluster, bucket, model_path, tmp_path):
+    """Also: the S3 secret reaches the workers without landing in any file of Ray's session folder."""
     from conftest import BUCKET
 
+    secret = "planted-" + os.urandom(8).hex()  # moto accepts any secret; the workers must get this one
+    cluster = {**cluster, "AWS_SECRET_ACCESS_KEY": secret}
     source = f"s3://{BUCKET}/odd/"
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
     assert run_cli("scan", source, "-o", str(local_out), "--model", model_path).returncode == 0
@@ -110,6 +131,9 @@ def test_cluster_scan_of_a_bucket_matches_the_local_engine(cluster, bucket, mode
         env={**os.environ, **cluster},
     )
     assert "4 skipped" in again.stderr.decode() and len(pd.read_parquet(ray_out)) == 4
+    for run in (proc, again):
+        assert secret.encode() not in run.stdout + run.stderr
+    assert _files_holding(secret.encode(), ["/tmp/ray", str(tmp_path)]) == []
 
 
 def test_gpus_the_cluster_lacks_fail_fast(cluster, corpus, model_path, tmp_path):

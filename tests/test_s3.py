@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+import pytest
 from conftest import BUCKET, N_NESTED, run_cli
 from images import jpeg
 
@@ -81,3 +82,33 @@ def test_missing_bucket_is_one_clear_fatal_line(bucket, tmp_path, model_path):
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "bucket 'no-such-bucket' does not exist" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_a_second_scan_into_a_locked_s3_output_refuses(bucket, tmp_path, model_path):
+    from aidetect.s3 import S3PartStore
+
+    out = f"s3://{BUCKET}/locked-results"
+    live = S3PartStore(out)
+    live.lock()  # a scan in progress elsewhere holds the lease
+    try:
+        proc = run_cli("scan", f"s3://{BUCKET}/odd/", "-o", out, "--model", model_path)
+        line = proc.stderr.decode().strip()
+        assert proc.returncode == 2 and f"is being written by another scan, pid {os.getpid()}" in line, line
+        assert len(line.splitlines()) == 1
+    finally:
+        live.unlock()
+    assert run_cli("scan", f"s3://{BUCKET}/odd/", "-o", out, "--model", model_path).returncode == 0
+    assert "_aidetect.lock" not in S3PartStore(out).names()  # released at the end
+
+
+def test_conditional_lock_write_keeps_two_starting_scans_apart(bucket):
+    from aidetect.s3 import S3Error, S3PartStore
+
+    first, second = S3PartStore(f"s3://{BUCKET}/race"), S3PartStore(f"s3://{BUCKET}/race")
+    first.lock()
+    second._read_lock = lambda: None  # as if both had looked before either wrote
+    try:
+        with pytest.raises(S3Error, match="took the lock first"):
+            second.lock()
+    finally:
+        first.unlock()
