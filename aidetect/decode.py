@@ -116,7 +116,7 @@ def describe_os_error(exc: OSError) -> str:
 
 def too_many_bytes(size: int | None, limits: Limits) -> str:
     """The error of a file over --max-file-mb; `size` None when it was found reading, not listed."""
-    limit = f"{limits.max_bytes / MIB:g} MiB"
+    limit = f"{limits.max_bytes / MIB:g} MiB" if limits.max_bytes >= MIB else f"{limits.max_bytes} bytes"
     if size is None:
         return f"file too large: more than {limit} (--max-file-mb)"
     return f"file too large: {size} bytes (limit {limit}, --max-file-mb)"

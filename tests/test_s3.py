@@ -112,3 +112,14 @@ def test_conditional_lock_write_keeps_two_starting_scans_apart(bucket):
             second.lock()
     finally:
         first.unlock()
+
+
+def test_objects_over_the_byte_limit_are_refused_from_the_listing(bucket, tmp_path, model_path):
+    out = tmp_path / "small-only"
+    proc = run_cli("scan", f"s3://{BUCKET}/odd/", "-o", str(out), "--model", model_path, "--max-file-mb", "0.001")
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_parquet(out).set_index("path")
+    big = df[df.bytes > 1048]  # 0.001 MiB
+    assert len(big) >= 2
+    assert (big.error == big.bytes.map(lambda n: f"file too large: {n} bytes (limit 1048 bytes, --max-file-mb)")).all()
+    assert df.loc[f"s3://{BUCKET}/odd/text.png", "error"] == "not an image"  # 5 bytes: under the limit
