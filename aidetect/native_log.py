@@ -1,8 +1,10 @@
-"""Keep native libraries' log lines (nvImageCodec's per-file decode errors) off the user's screen.
+"""Keep native libraries' log lines off the user's screen, whatever the library.
 
-DALI's decoders and the image libraries under them (libpng, libtiff, libjpeg) print to file
-descriptor 2 directly, once per bad file; those files already get an error row, so the lines
-are noise, with or without --quiet. Everything else written to fd 2 passes through.
+DALI's decoders and the image libraries under them (nvImageCodec, libpng, libtiff, libjpeg,
+OpenCV) write to file descriptor 2 directly, in formats of their own, once per bad file, and
+their threads interleave mid-line. Those files already get an error row, so while a command runs
+fd 2 passes only what says the process itself is failing (a Python traceback, a fatal error);
+aidetect's own messages go to a separate stream on the real stderr and are never filtered.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ import threading
 from collections.abc import Iterator
 from typing import TextIO
 
-# Ray's C++ core logs "[2026-01-01 12:00:00,000 E 123 456] core_worker.cc:..." lines to the driver.
-RAY_CORE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [EWI] \d+ \d+\] \w+\.cc:\d+")
-NOISE = re.compile(
-    rb"(\[(ERROR|WARNING|WARN|INFO)\].*\[(libjpeg_turbo_decoder|nvjpeg|libtiff|opencv|libpng|nvimgcodec|\w+_parser|\w+_decoder)|nvImageCodec|ImageDecoder"
-    rb"|^libpng (warning|error)|^(TIFF|JPEG)[A-Za-z]*: |^Corrupt JPEG data|^Premature end of JPEG)",
-    re.I,
+# Lines that say the process is failing: they reach the user.
+FATAL = re.compile(
+    rb"^(Traceback \(most recent call last\)|Fatal Python error|Segmentation fault|Aborted|terminate called|MemoryError)"
 )
+ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 
 
 @contextlib.contextmanager
@@ -49,12 +49,14 @@ def filtered_stderr() -> Iterator[TextIO]:
         os.close(saved)
 
 
-ANSI = re.compile(rb"\x1b\[[0-9;]*m")
-
-
 def _pump(read_end: int, out: int) -> None:
+    in_traceback = False
     with os.fdopen(read_end, "rb") as src:
         for line in src:
             plain = ANSI.sub(b"", line)
-            if not NOISE.search(plain) and not RAY_CORE.search(plain):
+            if FATAL.match(plain):
+                in_traceback = plain.startswith(b"Traceback")
                 os.write(out, line)
+            elif in_traceback:  # its indented frames, then the exception line that ends it
+                os.write(out, line)
+                in_traceback = plain[:1] in (b" ", b"\t")
