@@ -41,8 +41,8 @@ CACHE = Path(os.environ.get("AIDETECT_BENCH_CACHE", Path.home() / ".cache" / "ai
 def measure_model(args) -> dict:
     import numpy as np
 
-    from aidetect.infer import Detector
-    from aidetect.scan import thread_split
+    from aidetect.engines.local import thread_split
+    from aidetect.pipeline.detector import Detector
 
     det = Detector(args.model, args.device, thread_split(args.threads)[0])
     size = det.info.preprocess.input_size
@@ -58,10 +58,10 @@ def measure_model(args) -> dict:
 def measure_decode(args, reduced: bool = True) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from aidetect.decode import BatchDecoder, load
-    from aidetect.infer import Detector
-    from aidetect.scan import ScanOptions, batched, bounded_map, thread_split
-    from aidetect.sources import walk_images
+    from aidetect.engines.local import ScanOptions, batched, bounded_map, thread_split
+    from aidetect.io.sources import walk_images
+    from aidetect.pipeline.decode import BatchDecoder, load
+    from aidetect.pipeline.detector import Detector
 
     det = Detector(args.model, args.device, 1)
     decoder = BatchDecoder(det.info.preprocess, args.batch_size, det.device, thread_split(args.threads)[1])
@@ -81,7 +81,7 @@ def measure_baseline(args) -> dict:
     import torchvision.transforms as T
     from PIL import Image
 
-    from aidetect.infer import Detector
+    from aidetect.pipeline.detector import Detector
     from train.export import module_for
 
     info = Detector(args.model, "cpu", 1).info
@@ -111,9 +111,9 @@ def measure_baseline(args) -> dict:
 
 def measure_provenance(args) -> dict:
     """The provenance stage alone on the corpus's bytes (already read): microseconds per image."""
-    from aidetect.decode import probe, read_file
-    from aidetect.provenance import inspect
-    from aidetect.sources import walk_images
+    from aidetect.io.sources import walk_images
+    from aidetect.pipeline.decode import probe, read_file
+    from aidetect.pipeline.provenance import inspect
 
     items = [probe(ref, read_file(ref)) for ref in walk_images(args.folder)]
     start = time.perf_counter()
@@ -316,7 +316,7 @@ def main() -> None:
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
-        from aidetect.scan import resolve_model
+        from aidetect.engines.local import resolve_model
 
         args.model = resolve_model(None)
     if args.measure:

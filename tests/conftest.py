@@ -20,7 +20,7 @@ def model_path(tmp_path_factory) -> str:
     """A CoAtNet exported with the training module's exporter, so scans use a real ONNX file."""
     import torch
 
-    from aidetect.preprocess import Preprocess
+    from aidetect.pipeline.preprocess import Preprocess
     from train.export import base_metadata, export_onnx
     from train.loop import build_model
 

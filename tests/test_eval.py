@@ -9,7 +9,7 @@ import pandas as pd
 from conftest import run_cli
 from images import jpeg
 
-from aidetect import metrics
+from aidetect.evaluation import metrics
 
 
 def test_metrics_match_brute_force():
@@ -105,7 +105,7 @@ def test_eval_on_one_class_says_auc_is_undefined(tmp_path, model_path):
 
 
 def test_eval_holdout_reproduces_the_training_split(tmp_path):
-    from aidetect.evaluate import collect_items
+    from aidetect.evaluation.evaluate import collect_items
     from train.data import find_splits
 
     data = make_eval_folder(tmp_path / "data", per_class=20)

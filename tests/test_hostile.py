@@ -150,7 +150,7 @@ def test_a_raw_byte_and_its_escape_are_two_paths_forever(tmp_path, model):
     paths = sorted(pd.read_parquet(tmp_path / "out").path)
     assert paths == sorted([str(folder) + "/caf\\xe9.jpg", str(folder) + "/caf\\\\xe9.jpg"])
 
-    from aidetect.sources import path_from_display
+    from aidetect.io.sources import path_from_display
 
     assert sorted(os.fsencode(path_from_display(p)) for p in paths) == sorted([raw, os.fsencode(literal)])
 
@@ -187,7 +187,7 @@ def test_overwrite_never_touches_a_foreign_dataset_folder(tmp_path, model):
 
 
 def test_a_second_scan_into_a_locked_output_refuses_and_spares_its_files(tmp_path, model):
-    from aidetect.sink import LocalPartStore, ParquetSink
+    from aidetect.io.sink import LocalPartStore, ParquetSink
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(jpeg())
@@ -227,7 +227,7 @@ def test_errors_of_the_moment_are_retried_and_errors_of_the_file_are_not(tmp_pat
 
 
 def test_which_errors_are_retried():
-    from aidetect.sink import is_retryable
+    from aidetect.io.sink import is_retryable
 
     for error in ("permission denied", "file not found", "read error: Input/output error", "object not found",
                   "access denied", "S3 error: SlowDown", "internal error: ValueError: x"):  # fmt: skip

@@ -11,7 +11,7 @@ from conftest import run_cli
 from images import encode, photo
 from provenance_files import AI_TYPE, EDITED_TYPE, ThrowawayCA, jpeg_with, png_chunk, png_with_text, xmp_packet
 
-from aidetect import provenance
+from aidetect.pipeline import provenance
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from images import jpeg
 
 
 def test_listing_pages_and_nested_prefixes(bucket):
-    from aidetect.s3 import list_images
-    from aidetect.sources import WalkStats
+    from aidetect.io.s3 import list_images
+    from aidetect.io.sources import WalkStats
 
     stats = WalkStats()
     refs = list(list_images(f"s3://{BUCKET}/nested/", stats=stats))
@@ -23,9 +23,9 @@ def test_listing_pages_and_nested_prefixes(bucket):
 
 
 def test_object_deleted_after_listing_gets_an_error_row(bucket):
-    from aidetect.decode import load
-    from aidetect.judge import open_ref
-    from aidetect.s3 import list_images
+    from aidetect.io.s3 import list_images
+    from aidetect.pipeline.decode import load
+    from aidetect.pipeline.worker import open_ref
 
     bucket.put_object(Bucket=BUCKET, Key="gone/soon.jpg", Body=jpeg())
     (ref,) = list(list_images(f"s3://{BUCKET}/gone/"))
@@ -85,7 +85,7 @@ def test_missing_bucket_is_one_clear_fatal_line(bucket, tmp_path, model_path):
 
 
 def test_a_second_scan_into_a_locked_s3_output_refuses(bucket, tmp_path, model_path):
-    from aidetect.s3 import S3PartStore
+    from aidetect.io.s3 import S3PartStore
 
     out = f"s3://{BUCKET}/locked-results"
     live = S3PartStore(out)
@@ -102,7 +102,7 @@ def test_a_second_scan_into_a_locked_s3_output_refuses(bucket, tmp_path, model_p
 
 
 def test_conditional_lock_write_keeps_two_starting_scans_apart(bucket):
-    from aidetect.s3 import S3Error, S3PartStore
+    from aidetect.io.s3 import S3Error, S3PartStore
 
     first, second = S3PartStore(f"s3://{BUCKET}/race"), S3PartStore(f"s3://{BUCKET}/race")
     first.lock()

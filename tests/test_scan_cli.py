@@ -170,7 +170,7 @@ def test_version_is_the_installed_one():
 
 
 def test_no_model_says_how_to_get_one(tmp_path, monkeypatch):
-    import aidetect.scan as scan_mod
+    import aidetect.engines.local as scan_mod
 
     monkeypatch.setattr(scan_mod, "DEFAULT_MODEL", tmp_path / "absent.onnx")
     try:

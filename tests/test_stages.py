@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from images import encode, hostile_corpus, jpeg, photo
 
-from aidetect.decode import BatchDecoder, describe_os_error, load
-from aidetect.infer import Detector, DeviceError, ModelError
-from aidetect.limits import Limits
-from aidetect.preprocess import Preprocess
-from aidetect.sink import LocalPartStore, ParquetSink, Row, load_index
-from aidetect.sources import ImageRef, WalkStats, walk_images
+from aidetect.io.sink import LocalPartStore, ParquetSink, Row, load_index
+from aidetect.io.sources import ImageRef, WalkStats, walk_images
+from aidetect.pipeline.decode import BatchDecoder, describe_os_error, load
+from aidetect.pipeline.detector import Detector, DeviceError, ModelError
+from aidetect.pipeline.limits import Limits
+from aidetect.pipeline.preprocess import Preprocess
 
 PRE = Preprocess(32, 32)
 
@@ -185,7 +185,7 @@ def test_reduced_size_decode_of_large_photos_barely_moves_verdicts(model_path):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
     from corpus import photo_like
 
-    from aidetect.decode import pillow_decode, probe, wants_reduced_decode
+    from aidetect.pipeline.decode import pillow_decode, probe, wants_reduced_decode
 
     det = Detector(model_path)
     pre = det.info.preprocess

@@ -17,9 +17,9 @@ from images import encode, jpeg, photo
 from rich.console import Console
 from typer.testing import CliRunner
 
-from aidetect.decode import BatchDecoder, probe, wants_reduced_decode
-from aidetect.preprocess import Preprocess, reference_input
-from aidetect.sources import ImageRef
+from aidetect.io.sources import ImageRef
+from aidetect.pipeline.decode import BatchDecoder, probe, wants_reduced_decode
+from aidetect.pipeline.preprocess import Preprocess, reference_input
 from train.data import DataError, find_splits
 from train.export import ExportError, check_parity
 from train.loop import TrainConfig, Trainer
@@ -184,7 +184,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
     again = run_cli("export", str(tmp_path / "model.run" / "best.pt"), "-o", str(exported), "--fp16-weights")
     assert again.returncode == 0, again.stderr
     assert exported.stat().st_size < 0.6 * out.stat().st_size
-    from aidetect.infer import Detector
+    from aidetect.pipeline.detector import Detector
 
     batch = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
     full, half = Detector(str(out)), Detector(str(exported))
@@ -194,7 +194,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
 
 def check_ensemble_export(tmp_path: Path, test_dir: Path, batch: np.ndarray) -> None:
     """Two checkpoints -> one file averaging their logits; int8 storage stays close to float32."""
-    from aidetect.infer import Detector
+    from aidetect.pipeline.detector import Detector
     from train.export import module_for
     from train.model import LogitMean
 

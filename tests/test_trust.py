@@ -16,12 +16,12 @@ from conftest import run_cli
 from images import jpeg, photo
 from test_eval import make_eval_folder
 
-from aidetect.calibration import calibration_report, sigmoid
-from aidetect.decode import BatchDecoder, probe
-from aidetect.infer import Detector
-from aidetect.robustness import PERTURBATIONS, robustness
-from aidetect.sources import ImageRef
-from aidetect.tta import VARIANTS, TTAScorer, variants, variants_for
+from aidetect.evaluation.calibration import calibration_report, sigmoid
+from aidetect.evaluation.robustness import PERTURBATIONS, robustness
+from aidetect.io.sources import ImageRef
+from aidetect.pipeline.decode import BatchDecoder, probe
+from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.tta import VARIANTS, TTAScorer, variants, variants_for
 
 
 def test_temperature_scaling_fixes_an_overconfident_model():
@@ -104,7 +104,7 @@ def test_robustness_deltas_match_a_direct_computation(tmp_path, model_path):
     base = np.array([_score(open(p, "rb").read(), det, decoder) for p in paths])
     report = robustness(paths, base, det, decoder, threshold=0.5)
     assert set(report) == set(PERTURBATIONS)
-    from aidetect.preprocess import open_rgb
+    from aidetect.pipeline.preprocess import open_rgb
 
     for name, perturb in PERTURBATIONS.items():
         probs = np.array([_score(perturb(open_rgb(p)), det, decoder) for p in paths])
@@ -173,7 +173,7 @@ def test_report_on_missing_output_is_one_line(tmp_path):
 
 
 def test_report_reads_the_scans_threshold_back_from_its_labels():
-    from aidetect.report import scan_threshold
+    from aidetect.evaluation.report import scan_threshold
 
     rows = pd.DataFrame({"label": ["real", "real", "ai", "ai", None], "prob_ai": [0.1, 0.7, 0.8, 0.99, None]})
     assert scan_threshold(rows) == pytest.approx(0.8)

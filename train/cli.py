@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from aidetect.scan import styled
+from aidetect.engines.local import styled
 
 # torch and timm are imported inside the commands, so `aidetect scan` never pays for them.
 

@@ -1,6 +1,6 @@
 """Training data: find the labelled layout, split it, and load images as uint8 tensors.
 
-Images go through `aidetect.preprocess` (the scanner's own definition), so the
+Images go through `aidetect.pipeline.preprocess` (the scanner's own definition), so the
 evaluation tensors here are the ones `aidetect scan` produces for the same file.
 """
 
@@ -18,8 +18,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from aidetect.labels import CLASS_NAMES, DataError, Item, class_counts, labelled_items, stratified_split, subdirs
-from aidetect.preprocess import Preprocess, center_crop, open_rgb, resized_rgb
+from aidetect.evaluation.labels import (
+    CLASS_NAMES,
+    DataError,
+    Item,
+    class_counts,
+    labelled_items,
+    stratified_split,
+    subdirs,
+)
+from aidetect.pipeline.preprocess import Preprocess, center_crop, open_rgb, resized_rgb
 
 __all__ = ["CLASS_NAMES", "DataError", "Splits", "find_splits", "labelled_items"]
 

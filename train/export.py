@@ -17,8 +17,8 @@ import torch
 from onnx import helper, numpy_helper
 
 import aidetect
-from aidetect.infer import METADATA_KEY
-from aidetect.preprocess import Preprocess
+from aidetect.pipeline.detector import METADATA_KEY
+from aidetect.pipeline.preprocess import Preprocess
 from train.data import CLASS_NAMES
 from train.loop import build_model, read_checkpoint
 from train.model import LogitMean
@@ -90,7 +90,7 @@ def ensemble_metadata(states: list[dict]) -> dict:
     meta = base_metadata("ensemble", 2, Preprocess.from_dict(states[0]["preprocess"]))
     del meta["stem_stride"]
     meta["name"] = "mean(" + ", ".join(m["name"] for m in metas) + ")"
-    # Test-time variants follow what every member learned (see aidetect.tta).
+    # Test-time variants follow what every member learned (see aidetect.pipeline.tta).
     meta["training"] = {"recipe": {"augment": augments[0] if all(a == augments[0] for a in augments) else {}}}
     meta["members"] = [{k: m[k] for k in ("name", "arch", "stem_stride", "training", "metrics")} for m in metas]
     return meta

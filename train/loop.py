@@ -18,9 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from aidetect.calibration import calibration_report
-from aidetect.metrics import summarize
-from aidetect.preprocess import Preprocess
+from aidetect.evaluation.calibration import calibration_report
+from aidetect.evaluation.metrics import summarize
+from aidetect.pipeline.preprocess import Preprocess
 from train.data import CLASS_NAMES, Augment, DataError, ImageDataset, Splits, fingerprint, preload
 from train.model import create_detector
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 
-from aidetect.sources import walk_images
+from aidetect.io.sources import walk_images
 
 CLASS_NAMES = ("real", "ai")  # output index 0 is real, 1 is AI-generated
 CLASS_ALIASES = {"real": 0, "human": 0, "fake": 1, "ai": 1}

@@ -14,8 +14,8 @@ import io
 import numpy as np
 import pandas as pd
 
-from aidetect.sink import ParquetSink
-from aidetect.sources import ImageRef
+from aidetect.io.sink import ParquetSink
+from aidetect.io.sources import ImageRef
 
 CAP = 48  # thumbnails per section
 ERROR_ROWS = 200
@@ -44,7 +44,7 @@ def load_rows(output: str) -> pd.DataFrame:
 
     import pyarrow.parquet as pq
 
-    from aidetect.sink import OutputError
+    from aidetect.io.sink import OutputError
 
     if os.path.isfile(output):
         table = pq.read_table(output)
@@ -59,10 +59,10 @@ def load_rows(output: str) -> pd.DataFrame:
 
 def thumbnail(path: str) -> str | None:
     """A small base64 JPEG data URI of the image, or None when it cannot be read."""
-    from aidetect.judge import read_ref
-    from aidetect.preprocess import open_rgb
-    from aidetect.s3 import is_s3
-    from aidetect.sources import path_from_display
+    from aidetect.io.s3 import is_s3
+    from aidetect.io.sources import path_from_display
+    from aidetect.pipeline.preprocess import open_rgb
+    from aidetect.pipeline.worker import read_ref
 
     try:
         data = read_ref(ImageRef(path if is_s3(path) else path_from_display(path), path, None, None))

@@ -25,9 +25,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from aidetect import jpeg
-from aidetect.limits import MIB, Limits
-from aidetect.preprocess import (
+from aidetect.io.sources import ImageRef
+from aidetect.pipeline import jpeg
+from aidetect.pipeline.limits import MIB, Limits
+from aidetect.pipeline.preprocess import (
     TURNED,
     Preprocess,
     aspect_box,
@@ -38,9 +39,8 @@ from aidetect.preprocess import (
     resized_rgb,
     upright,
 )
-from aidetect.provenance import NONE as NO_PROVENANCE
-from aidetect.provenance import Provenance
-from aidetect.sources import ImageRef
+from aidetect.pipeline.provenance import NONE as NO_PROVENANCE
+from aidetect.pipeline.provenance import Provenance
 
 DEFAULT_LIMITS = Limits()
 # Formats the DALI decoder reads; the rest (GIF, HEIC, AVIF, ...) are decoded by Pillow.

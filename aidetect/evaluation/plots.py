@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from aidetect.metrics import precision_recall_curve, roc_curve
+from aidetect.evaluation.metrics import precision_recall_curve, roc_curve
 
 
 def _figure(title: str, subtitle: str):

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from aidetect.sources import ImageRef, WalkStats, is_image_name
+from aidetect.io.sources import ImageRef, WalkStats, is_image_name
 
 _local = threading.local()
 # Credentials handed to this process by a Ray driver (None: boto3's default chain). Set once per

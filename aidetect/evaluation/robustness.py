@@ -11,10 +11,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from aidetect.decode import BatchDecoder, probe
-from aidetect.infer import Detector
-from aidetect.preprocess import open_rgb
-from aidetect.sources import ImageRef
+from aidetect.io.sources import ImageRef
+from aidetect.pipeline.decode import BatchDecoder, probe
+from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.preprocess import open_rgb
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

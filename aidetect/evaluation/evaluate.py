@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aidetect.labels import CLASS_NAMES, DataError, Item, labelled_items, stratified_split, subdirs
-from aidetect.metrics import roc_curve, summarize, threshold_for_fpr
-from aidetect.scan import Scanner, ScanOptions, styled
-from aidetect.sources import file_ref
+from aidetect.engines.local import Scanner, ScanOptions, styled
+from aidetect.evaluation.labels import CLASS_NAMES, DataError, Item, labelled_items, stratified_split, subdirs
+from aidetect.evaluation.metrics import roc_curve, summarize, threshold_for_fpr
+from aidetect.io.sources import file_ref
 
 
 @dataclass
@@ -134,7 +134,7 @@ def metrics_table(m: dict, title: str) -> Table:
 
 
 def check_robustness(rows: pd.DataFrame, scanner: Scanner, opts: EvalOptions) -> dict:
-    from aidetect.robustness import robustness
+    from aidetect.evaluation.robustness import robustness
 
     ok = rows[rows.error.isna()]
     if len(ok) > opts.robustness:
@@ -176,12 +176,12 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
     with open(os.path.join(opts.report_dir, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
     rows.to_parquet(os.path.join(opts.report_dir, "predictions.parquet"), index=False)
-    from aidetect.plots import write_plots
+    from aidetect.evaluation.plots import write_plots
 
     write_plots(rows, metrics, f"{model.label} on {name}", opts.report_dir)
     console.print(metrics_table(metrics, f"{model.label} on {name}"))
     if report.get("robustness"):
-        from aidetect.plots import robustness_plot
+        from aidetect.evaluation.plots import robustness_plot
 
         robustness_plot(report["robustness"], f"{model.label} on {name}", opts.report_dir)
         console.print(robustness_table(report["robustness"]))

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aidetect.provenance import NONE as NO_PROVENANCE
-from aidetect.provenance import Provenance
-from aidetect.sources import ImageRef
+from aidetect.io.sources import ImageRef
+from aidetect.pipeline.provenance import NONE as NO_PROVENANCE
+from aidetect.pipeline.provenance import Provenance
 
 SCHEMA = pa.schema(
     [
@@ -226,7 +226,7 @@ def _fsync_dir(folder: str) -> None:
 
 def open_store(uri: str):
     if uri.startswith("s3://"):
-        from aidetect.s3 import S3PartStore
+        from aidetect.io.s3 import S3PartStore
 
         return S3PartStore(uri)
     return LocalPartStore(uri)

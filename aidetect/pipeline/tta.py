@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from aidetect.preprocess import Preprocess
+from aidetect.pipeline.preprocess import Preprocess
 
 
 def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aidetect.preprocess import Preprocess
+from aidetect.pipeline.preprocess import Preprocess
 
 METADATA_KEY = "aidetect"
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
+DEFAULT_MODEL = Path(__file__).parent.parent / "models" / "default.onnx"
 
 
 class ModelError(RuntimeError):

@@ -21,15 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from aidetect.decode import BatchDecoder
-from aidetect.infer import DEFAULT_MODEL, Detector, ModelError
-from aidetect.judge import Judge
-from aidetect.limits import Limits
-from aidetect.s3 import check_bucket, is_s3, list_images
-from aidetect.s3 import configure as configure_s3
-from aidetect.sink import OutputError, ParquetSink, ResumeIndex, Row, _hash64
-from aidetect.sink import warm_up as warm_up_sink
-from aidetect.sources import ImageRef, WalkStats, walk_images
+from aidetect.io.s3 import check_bucket, is_s3, list_images
+from aidetect.io.s3 import configure as configure_s3
+from aidetect.io.sink import OutputError, ParquetSink, ResumeIndex, Row, _hash64
+from aidetect.io.sink import warm_up as warm_up_sink
+from aidetect.io.sources import ImageRef, WalkStats, walk_images
+from aidetect.pipeline.decode import BatchDecoder
+from aidetect.pipeline.detector import DEFAULT_MODEL, Detector, ModelError
+from aidetect.pipeline.limits import Limits
+from aidetect.pipeline.worker import Judge
 
 STDOUT = "-"
 
@@ -426,11 +426,11 @@ def _first_line(exc: BaseException) -> str:
 
 def run_guarded(work: Callable[[Console], object]) -> int:
     """Run a command's work with native log noise filtered and one-line errors; returns the exit code."""
-    from aidetect.infer import DeviceError
-    from aidetect.labels import DataError
-    from aidetect.native_log import filtered_stderr
-    from aidetect.ray_engine import RayError
-    from aidetect.s3 import S3Error
+    from aidetect.cli.native_log import filtered_stderr
+    from aidetect.engines.ray import RayError
+    from aidetect.evaluation.labels import DataError
+    from aidetect.io.s3 import S3Error
+    from aidetect.pipeline.detector import DeviceError
 
     with filtered_stderr() as err:
         # markup=False: file names and library messages print literally ("[red]b.jpg" too);
@@ -468,7 +468,7 @@ def run_cli_scan(
 
     def work(console: Console) -> None:
         if engine == "ray":
-            from aidetect.ray_engine import RayScanner
+            from aidetect.engines.ray import RayScanner
 
             result = RayScanner(opts, console, ray_address, workers, gpus).run()
         else:

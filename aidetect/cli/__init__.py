@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from aidetect.limits import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MIB, Limits
+from aidetect.pipeline.limits import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MIB, Limits
 
 app = typer.Typer(
     help="Tell AI-generated images from real ones, fast, with one verdict row per image in Parquet.",
@@ -131,7 +131,7 @@ def scan(
     mtime are skipped. Bad files become rows with `error` set; the exit code is 0 when the
     scan ran, 2 for a missing source, unusable model, device or OUTPUT.
     """
-    from aidetect.scan import ScanOptions, run_cli_scan
+    from aidetect.engines.local import ScanOptions, run_cli_scan
 
     if device not in ("auto", "cpu", "gpu"):
         raise typer.BadParameter("must be auto, cpu or gpu", param_hint="--device")
@@ -199,8 +199,8 @@ def evaluate(
     ),
 ) -> None:
     """Measure a model on labelled images (same pipeline as scan): metrics table, Parquet predictions and plots."""
-    from aidetect.evaluate import EvalOptions, run_eval
-    from aidetect.scan import run_guarded
+    from aidetect.engines.local import run_guarded
+    from aidetect.evaluation.evaluate import EvalOptions, run_eval
 
     opts = EvalOptions(
         data=data,
@@ -237,8 +237,8 @@ def calibrate(
     device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
 ) -> None:
     """Refit temperature scaling and the default threshold on your own labelled images; writes a new ONNX file."""
-    from aidetect.calibration import calibrate as run_calibrate
-    from aidetect.scan import run_guarded
+    from aidetect.engines.local import run_guarded
+    from aidetect.evaluation.calibration import calibrate as run_calibrate
 
     def work(console):
         run_calibrate(
@@ -263,8 +263,8 @@ def report(
     ),
 ) -> None:
     """Write one self-contained HTML page for looking through a scan: counts, histogram, likely-AI, uncertain, errors, provenance."""
-    from aidetect.report import write_report
-    from aidetect.scan import run_guarded
+    from aidetect.engines.local import run_guarded
+    from aidetect.evaluation.report import write_report
 
     def work(console):
         write_report(output, html_path, threshold)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from aidetect.decode import DEFAULT_LIMITS, BatchDecoder, Decoded, Encoded, load, open_local
-from aidetect.infer import Detector
-from aidetect.limits import Limits
-from aidetect.provenance import inspect as inspect_provenance
-from aidetect.s3 import is_s3, open_object
-from aidetect.sink import Row
-from aidetect.sources import ImageRef
-from aidetect.tta import TTAScorer, variants_for
+from aidetect.io.s3 import is_s3, open_object
+from aidetect.io.sink import Row
+from aidetect.io.sources import ImageRef
+from aidetect.pipeline.decode import DEFAULT_LIMITS, BatchDecoder, Decoded, Encoded, load, open_local
+from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.limits import Limits
+from aidetect.pipeline.provenance import inspect as inspect_provenance
+from aidetect.pipeline.tta import TTAScorer, variants_for
 
 
 def open_ref(ref: ImageRef):

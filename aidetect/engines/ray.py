@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from aidetect.infer import DeviceError
-from aidetect.s3 import Credentials, is_s3, resolve_credentials
-from aidetect.scan import ScanOptions, ScanResult, check_sources, list_refs, progress_bar, resolve_model
-from aidetect.sink import PART_PREFIX, SCHEMA, LocalPartStore, ParquetSink, column_mtime, drop_rows, rows_to_table
-from aidetect.sources import ImageRef, WalkStats
+from aidetect.engines.local import ScanOptions, ScanResult, check_sources, list_refs, progress_bar, resolve_model
+from aidetect.io.s3 import Credentials, is_s3, resolve_credentials
+from aidetect.io.sink import PART_PREFIX, SCHEMA, LocalPartStore, ParquetSink, column_mtime, drop_rows, rows_to_table
+from aidetect.io.sources import ImageRef, WalkStats
+from aidetect.pipeline.detector import DeviceError
 
 # Settings, not secrets: Ray writes runtime_env in plain text to its logs, so credentials never
 # travel this way (they go to the actors as constructor arguments, through the object store).
@@ -46,10 +46,10 @@ class RayJudge:
     def __init__(self, model, settings: dict) -> None:
         import ray
 
-        from aidetect.decode import BatchDecoder
-        from aidetect.infer import Detector
-        from aidetect.judge import Judge
-        from aidetect.s3 import use_credentials
+        from aidetect.io.s3 import use_credentials
+        from aidetect.pipeline.decode import BatchDecoder
+        from aidetect.pipeline.detector import Detector
+        from aidetect.pipeline.worker import Judge
 
         if settings["credentials"] is not None:
             use_credentials(settings["credentials"])
@@ -137,7 +137,7 @@ class RayScanner:
         self, opts: ScanOptions, console: Console, address: str | None, workers: int, gpus_per_worker: float
     ) -> None:
         self.opts, self.console = opts, console
-        from aidetect.s3 import configure
+        from aidetect.io.s3 import configure
 
         configure(opts.endpoint_url)
         check_sources(opts.sources)
