@@ -60,8 +60,9 @@ def measure_decode(args, reduced: bool = True) -> dict:
 
     from aidetect.engines.local import ScanOptions, batched, bounded_map, thread_split
     from aidetect.io.sources import walk_images
-    from aidetect.pipeline.decode import BatchDecoder, load
+    from aidetect.pipeline.decode import BatchDecoder
     from aidetect.pipeline.detector import Detector
+    from aidetect.pipeline.read import load
 
     det = Detector(args.model, args.device, 1)
     decoder = BatchDecoder(det.info.preprocess, args.batch_size, det.device, thread_split(args.threads)[1])
@@ -112,8 +113,8 @@ def measure_baseline(args) -> dict:
 def measure_provenance(args) -> dict:
     """The provenance stage alone on the corpus's bytes (already read): microseconds per image."""
     from aidetect.io.sources import walk_images
-    from aidetect.pipeline.decode import probe, read_file
     from aidetect.pipeline.provenance import inspect
+    from aidetect.pipeline.read import probe, read_file
 
     items = [probe(ref, read_file(ref)) for ref in walk_images(args.folder)]
     start = time.perf_counter()

@@ -24,7 +24,7 @@ def test_listing_pages_and_nested_prefixes(bucket):
 
 def test_object_deleted_after_listing_gets_an_error_row(bucket):
     from aidetect.io.s3 import list_images
-    from aidetect.pipeline.decode import load
+    from aidetect.pipeline.read import load
     from aidetect.pipeline.worker import open_ref
 
     bucket.put_object(Bucket=BUCKET, Key="gone/soon.jpg", Body=jpeg())
@@ -102,7 +102,8 @@ def test_a_second_scan_into_a_locked_s3_output_refuses(bucket, tmp_path, model_p
 
 
 def test_conditional_lock_write_keeps_two_starting_scans_apart(bucket):
-    from aidetect.io.s3 import S3Error, S3PartStore
+    from aidetect.errors import S3Error
+    from aidetect.io.s3 import S3PartStore
 
     first, second = S3PartStore(f"s3://{BUCKET}/race"), S3PartStore(f"s3://{BUCKET}/race")
     first.lock()

@@ -9,12 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 from images import encode, hostile_corpus, jpeg, photo
 
-from aidetect.io.sink import LocalPartStore, ParquetSink, Row, load_index
-from aidetect.io.sources import ImageRef, WalkStats, walk_images
-from aidetect.pipeline.decode import BatchDecoder, describe_os_error, load
-from aidetect.pipeline.detector import Detector, DeviceError, ModelError
+from aidetect.errors import DeviceError, ModelError
+from aidetect.io.sink import LocalPartStore, ParquetSink, load_index
+from aidetect.io.sources import WalkStats, walk_images
+from aidetect.pipeline.decode import BatchDecoder
+from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.preprocess import Preprocess
+from aidetect.pipeline.read import describe_os_error, load
+from aidetect.records import ImageRef, Row
 
 PRE = Preprocess(32, 32)
 
@@ -185,7 +188,8 @@ def test_reduced_size_decode_of_large_photos_barely_moves_verdicts(model_path):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
     from corpus import photo_like
 
-    from aidetect.pipeline.decode import pillow_decode, probe, wants_reduced_decode
+    from aidetect.pipeline.decode import pillow_decode, wants_reduced_decode
+    from aidetect.pipeline.read import probe
 
     det = Detector(model_path)
     pre = det.info.preprocess

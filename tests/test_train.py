@@ -17,11 +17,13 @@ from images import encode, jpeg, photo
 from rich.console import Console
 from typer.testing import CliRunner
 
-from aidetect.io.sources import ImageRef
-from aidetect.pipeline.decode import BatchDecoder, probe, wants_reduced_decode
+from aidetect.errors import DataError, ExportError
+from aidetect.pipeline.decode import BatchDecoder, wants_reduced_decode
 from aidetect.pipeline.preprocess import Preprocess, reference_input
-from train.data import DataError, find_splits
-from train.export import ExportError, check_parity
+from aidetect.pipeline.read import probe
+from aidetect.records import ImageRef
+from train.data import find_splits
+from train.export import check_parity
 from train.loop import TrainConfig, Trainer
 
 METADATA_KEYS = {

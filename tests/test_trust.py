@@ -18,10 +18,11 @@ from test_eval import make_eval_folder
 
 from aidetect.evaluation.calibration import calibration_report, sigmoid
 from aidetect.evaluation.robustness import PERTURBATIONS, robustness
-from aidetect.io.sources import ImageRef
-from aidetect.pipeline.decode import BatchDecoder, probe
+from aidetect.pipeline.decode import BatchDecoder
 from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.read import probe
 from aidetect.pipeline.tta import VARIANTS, TTAScorer, variants, variants_for
+from aidetect.records import ImageRef
 
 
 def test_temperature_scaling_fixes_an_overconfident_model():

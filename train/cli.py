@@ -60,8 +60,7 @@ def train(
     ),
 ) -> None:
     """Train a CoAtNet real-vs-AI classifier from scratch (cross-entropy, LAMB, cosine) and export it to ONNX."""
-    from train.data import DataError
-    from train.export import ExportError
+    from aidetect.errors import DataError, ExportError
     from train.loop import Augment, TrainConfig
 
     cfg = TrainConfig(
@@ -159,7 +158,8 @@ def export(
     ),
 ) -> None:
     """Export training checkpoints to one self-describing ONNX file (checked against PyTorch)."""
-    from train.export import ExportError, export_checkpoint, export_ensemble
+    from aidetect.errors import ExportError
+    from train.export import export_checkpoint, export_ensemble
 
     if fp16_weights and int8_weights:
         console.print(styled("error: ", "red", "choose one of --fp16-weights and --int8-weights"))

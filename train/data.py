@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from aidetect.errors import DataError
 from aidetect.evaluation.labels import (
     CLASS_NAMES,
-    DataError,
     Item,
     class_counts,
     labelled_items,

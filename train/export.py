@@ -17,6 +17,7 @@ import torch
 from onnx import helper, numpy_helper
 
 import aidetect
+from aidetect.errors import ExportError
 from aidetect.pipeline.detector import METADATA_KEY
 from aidetect.pipeline.preprocess import Preprocess
 from train.data import CLASS_NAMES
@@ -24,10 +25,6 @@ from train.loop import build_model, read_checkpoint
 from train.model import LogitMean
 
 PARITY_TOLERANCE = 1e-4
-
-
-class ExportError(RuntimeError):
-    """The exported graph does not reproduce the PyTorch model."""
 
 
 def load_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:

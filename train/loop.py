@@ -18,10 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from aidetect.errors import DataError
 from aidetect.evaluation.calibration import calibration_report
 from aidetect.evaluation.metrics import summarize
 from aidetect.pipeline.preprocess import Preprocess
-from train.data import CLASS_NAMES, Augment, DataError, ImageDataset, Splits, fingerprint, preload
+from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, fingerprint, preload
 from train.model import create_detector
 
 UNREADABLE_LIMIT = 0.01  # refuse a data set when more than this fraction will not decode

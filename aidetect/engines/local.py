@@ -21,15 +21,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
+from aidetect.errors import ModelError, OutputError, SourceError
 from aidetect.io.s3 import check_bucket, is_s3, list_images
 from aidetect.io.s3 import configure as configure_s3
-from aidetect.io.sink import OutputError, ParquetSink, ResumeIndex, Row, _hash64
+from aidetect.io.sink import ParquetSink, ResumeIndex, _hash64
 from aidetect.io.sink import warm_up as warm_up_sink
-from aidetect.io.sources import ImageRef, WalkStats, walk_images
+from aidetect.io.sources import WalkStats, walk_images
 from aidetect.pipeline.decode import BatchDecoder
-from aidetect.pipeline.detector import DEFAULT_MODEL, Detector, ModelError
+from aidetect.pipeline.detector import DEFAULT_MODEL, Detector
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.worker import Judge
+from aidetect.records import ImageRef, Row
 
 STDOUT = "-"
 
@@ -80,10 +82,6 @@ class ScanResult:
     @property
     def images_per_s(self) -> float:
         return self.scanned / self.seconds if self.seconds else 0.0
-
-
-class SourceError(RuntimeError):
-    """A SOURCE that does not exist or cannot be listed."""
 
 
 def usable_cores() -> int:
@@ -427,10 +425,7 @@ def _first_line(exc: BaseException) -> str:
 def run_guarded(work: Callable[[Console], object]) -> int:
     """Run a command's work with native log noise filtered and one-line errors; returns the exit code."""
     from aidetect.cli.native_log import filtered_stderr
-    from aidetect.engines.ray import RayError
-    from aidetect.evaluation.labels import DataError
-    from aidetect.io.s3 import S3Error
-    from aidetect.pipeline.detector import DeviceError
+    from aidetect.errors import DataError, DeviceError, RayError, S3Error
 
     with filtered_stderr() as err:
         # markup=False: file names and library messages print literally ("[red]b.jpg" too);

@@ -21,18 +21,15 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from aidetect.engines.local import ScanOptions, ScanResult, check_sources, list_refs, progress_bar, resolve_model
+from aidetect.errors import DeviceError, RayError
 from aidetect.io.s3 import Credentials, is_s3, resolve_credentials
 from aidetect.io.sink import PART_PREFIX, SCHEMA, LocalPartStore, ParquetSink, column_mtime, drop_rows, rows_to_table
-from aidetect.io.sources import ImageRef, WalkStats
-from aidetect.pipeline.detector import DeviceError
+from aidetect.io.sources import WalkStats
+from aidetect.records import ImageRef
 
 # Settings, not secrets: Ray writes runtime_env in plain text to its logs, so credentials never
 # travel this way (they go to the actors as constructor arguments, through the object store).
 FORWARDED_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
-
-
-class RayError(RuntimeError):
-    """Ray is missing, or the cluster cannot run this scan."""
 
 
 def worker_env() -> dict[str, str]:

@@ -91,9 +91,9 @@ def calibrate(data: str, model: str | None, output: str, target_fpr: float, cons
     """`aidetect calibrate`: refit the temperature and the default threshold on labelled images."""
     import os
 
+    from aidetect.errors import OutputError
     from aidetect.evaluation.evaluate import EvalOptions, collect_items, predict
     from aidetect.evaluation.metrics import threshold_for_fpr
-    from aidetect.io.sink import OutputError
 
     opts = EvalOptions(data=data, model=model, **eval_kwargs)
     items, name = collect_items(data, opts.holdout, opts.seed)
@@ -104,7 +104,7 @@ def calibrate(data: str, model: str | None, output: str, target_fpr: float, cons
     ok = rows[rows.error.isna()]
     labels = (ok.true_label == "ai").to_numpy()
     if labels.all() or not labels.any():
-        from aidetect.evaluation.labels import DataError
+        from aidetect.errors import DataError
 
         raise DataError(f"{data}: calibration needs both real and AI images")
     margins = margins_from_probs(ok.prob_ai.to_numpy(), info.temperature)

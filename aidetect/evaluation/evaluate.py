@@ -19,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from aidetect.engines.local import Scanner, ScanOptions, styled
-from aidetect.evaluation.labels import CLASS_NAMES, DataError, Item, labelled_items, stratified_split, subdirs
+from aidetect.errors import DataError
+from aidetect.evaluation.labels import CLASS_NAMES, Item, labelled_items, stratified_split, subdirs
 from aidetect.evaluation.metrics import roc_curve, summarize, threshold_for_fpr
 from aidetect.io.sources import file_ref
 

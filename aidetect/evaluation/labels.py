@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import random
 
+from aidetect.errors import DataError
 from aidetect.io.sources import walk_images
 
 CLASS_NAMES = ("real", "ai")  # output index 0 is real, 1 is AI-generated
 CLASS_ALIASES = {"real": 0, "human": 0, "fake": 1, "ai": 1}
 
 Item = tuple[str, int]  # (path, class index)
-
-
-class DataError(ValueError):
-    """A data set that cannot be trained or evaluated on; the message says why."""
 
 
 def class_counts(items: list[Item]) -> dict[str, int]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from aidetect.io.sink import ParquetSink
-from aidetect.io.sources import ImageRef
+from aidetect.records import ImageRef
 
 CAP = 48  # thumbnails per section
 ERROR_ROWS = 200
@@ -44,7 +44,7 @@ def load_rows(output: str) -> pd.DataFrame:
 
     import pyarrow.parquet as pq
 
-    from aidetect.io.sink import OutputError
+    from aidetect.errors import OutputError
 
     if os.path.isfile(output):
         table = pq.read_table(output)

@@ -11,10 +11,11 @@ import io
 import numpy as np
 from PIL import Image
 
-from aidetect.io.sources import ImageRef
-from aidetect.pipeline.decode import BatchDecoder, probe
+from aidetect.pipeline.decode import BatchDecoder
 from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.preprocess import open_rgb
+from aidetect.pipeline.read import probe
+from aidetect.records import ImageRef
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

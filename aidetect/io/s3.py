@@ -14,7 +14,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from aidetect.io.sources import ImageRef, WalkStats, is_image_name
+from aidetect.errors import ObjectError, S3Error
+from aidetect.io.sources import WalkStats, is_image_name
+from aidetect.records import ImageRef
 
 _local = threading.local()
 # Credentials handed to this process by a Ray driver (None: boto3's default chain). Set once per
@@ -57,10 +59,6 @@ def resolve_credentials() -> Credentials | None:
 def use_credentials(credentials: Credentials) -> None:
     global _credentials
     _credentials = credentials
-
-
-class S3Error(RuntimeError):
-    """A fatal S3 problem found before any work: missing bucket, bad credentials, no endpoint."""
 
 
 def is_s3(uri: str) -> bool:
@@ -140,10 +138,6 @@ def list_images(uri: str, recursive: bool = True, stats: WalkStats | None = None
                 mtime_ns=int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000,
                 etag=obj.get("ETag", "").strip('"') or None,
             )
-
-
-class ObjectError(OSError):
-    """One object could not be read; its message is the row's error."""
 
 
 @contextlib.contextmanager

@@ -21,9 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aidetect.io.sources import ImageRef
-from aidetect.pipeline.provenance import NONE as NO_PROVENANCE
-from aidetect.pipeline.provenance import Provenance
+from aidetect.errors import OutputError
+from aidetect.records import ImageRef, Row
 
 SCHEMA = pa.schema(
     [
@@ -66,10 +65,6 @@ RETRYABLE_ERRORS = (
     "S3 error",
     "internal error",
 )
-
-
-class OutputError(RuntimeError):
-    """OUTPUT cannot be used: not writable, or something other than an aidetect results folder."""
 
 
 def _hash64(text: str) -> int:
@@ -116,25 +111,6 @@ class ResumeIndex:
         if not len(self.paths) or not self._has(self.paths, _hash64(ref.key)):
             return "new"
         return "done" if self._has(self.versions, version_key(ref.key, ref.size, ref.mtime_ns, ref.etag)) else "changed"
-
-
-@dataclass
-class Row:
-    ref: ImageRef
-    label: str | None
-    prob_ai: float | None
-    error: str | None
-    width: int | None
-    height: int | None
-    provenance: Provenance = NO_PROVENANCE
-    prob_spread: float | None = None  # with --tta: max - min of the variants' P(ai)
-
-    @property
-    def verdict(self) -> tuple[str | None, str | None]:
-        """Decisive provenance says "ai"; otherwise the model's label decides."""
-        if self.provenance.decisive:
-            return "ai", "provenance"
-        return (self.label, "model") if self.label else (None, None)
 
 
 class LocalPartStore:

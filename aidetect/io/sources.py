@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from PIL import features
 
+from aidetect.records import ImageRef
+
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 
@@ -55,17 +57,6 @@ def _unescape(match: re.Match) -> bytes:
 def path_from_display(key: str) -> str:
     """The OS path a `display_path` string stands for."""
     return os.fsdecode(_ESCAPE.sub(_unescape, key.encode("utf-8")))
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRef:
-    """One image to scan: where it is and what identifies this version of it."""
-
-    path: str  # what the reader opens (OS path or URI)
-    key: str  # what the output shows: absolute path or URI, valid UTF-8
-    size: int | None  # bytes; None when the listing could not stat it
-    mtime_ns: int | None
-    etag: str | None = None
 
 
 @dataclass

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aidetect.errors import DeviceError, ModelError
 from aidetect.pipeline.preprocess import Preprocess
 
 METADATA_KEY = "aidetect"
 DEFAULT_MODEL = Path(__file__).parent.parent / "models" / "default.onnx"
-
-
-class ModelError(RuntimeError):
-    """A model file that is missing, unreadable or not an aidetect detector."""
-
-
-class DeviceError(RuntimeError):
-    """The requested device cannot be used on this machine."""
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,13 @@ import re
 
 import numpy as np
 
+from aidetect.errors import TruncatedJPEG
+
 _SOF_HUFFMAN = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 _SOF_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # The end of entropy-coded data: 0xFF followed by anything but a stuffed 0x00, a restart
 # marker (0xD0-0xD7) or another fill 0xFF.
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-
-
-class TruncatedJPEG(ValueError):
-    pass
 
 
 def structure_problem(data: bytes, width: int, height: int, max_scans: int) -> str | None:

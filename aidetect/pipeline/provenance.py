@@ -21,6 +21,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from aidetect.records import Provenance
+
 IPTC_AI = "trainedAlgorithmicMedia"
 IPTC_AI_EDITED = ("compositeWithTrainedAlgorithmicMedia", "algorithmicallyEnhanced", "compositeSynthetic")
 XMP_MAX = 1 << 20  # never regex-scan more than 1 MiB of XMP
@@ -85,20 +87,6 @@ class Evidence:
     kind: str
     generator: str | None
     decisive: bool
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """The strongest evidence found (or none), ready for the output columns."""
-
-    kind: str | None = None
-    generator: str | None = None
-    c2pa_state: str | None = None
-    decisive: bool = False
-    partial: bool = False  # the metadata walk stopped at its budget before the end of the file
-
-
-NONE = Provenance()
 
 
 # ---- the structure walk -------------------------------------------------------------------

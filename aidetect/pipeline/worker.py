@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from aidetect.io.s3 import is_s3, open_object
-from aidetect.io.sink import Row
-from aidetect.io.sources import ImageRef
-from aidetect.pipeline.decode import DEFAULT_LIMITS, BatchDecoder, Decoded, Encoded, load, open_local
+from aidetect.pipeline.decode import BatchDecoder, Decoded
 from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.provenance import inspect as inspect_provenance
+from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load, open_local
 from aidetect.pipeline.tta import TTAScorer, variants_for
+from aidetect.records import ImageRef, Row
 
 
 def open_ref(ref: ImageRef):

@@ -1,0 +1,55 @@
+"""The records that flow between stages: a reference to an image, its provenance, its verdict row.
+
+Sources make `ImageRef`s, the pipeline turns them into `Row`s, sinks write the rows. They live
+here, apart from all three, so no stage imports another to name what it hands on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """One image to scan: where it is and what identifies this version of it."""
+
+    path: str  # what the reader opens (OS path or URI)
+    key: str  # what the output shows: absolute path or URI, valid UTF-8
+    size: int | None  # bytes; None when the listing could not stat it
+    mtime_ns: int | None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The strongest metadata evidence found (or none), ready for the output columns."""
+
+    kind: str | None = None
+    generator: str | None = None
+    c2pa_state: str | None = None
+    decisive: bool = False
+    partial: bool = False  # the metadata walk stopped at its budget before the end of the file
+
+
+NO_PROVENANCE = Provenance()
+
+
+@dataclass
+class Row:
+    """One image's verdict (or the reason it has none): what becomes one Parquet row."""
+
+    ref: ImageRef
+    label: str | None
+    prob_ai: float | None
+    error: str | None
+    width: int | None
+    height: int | None
+    provenance: Provenance = NO_PROVENANCE
+    prob_spread: float | None = None  # with --tta: max - min of the variants' P(ai)
+
+    @property
+    def verdict(self) -> tuple[str | None, str | None]:
+        """Decisive provenance says "ai"; otherwise the model's label decides."""
+        if self.provenance.decisive:
+            return "ai", "provenance"
+        return (self.label, "model") if self.label else (None, None)
