@@ -187,7 +187,8 @@ def test_overwrite_never_touches_a_foreign_dataset_folder(tmp_path, model):
 
 
 def test_a_second_scan_into_a_locked_output_refuses_and_spares_its_files(tmp_path, model):
-    from aidetect.io.sink import LocalPartStore, ParquetSink
+    from aidetect.io.parts import LocalPartStore
+    from aidetect.io.sink import ParquetSink
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(jpeg())
@@ -227,7 +228,7 @@ def test_errors_of_the_moment_are_retried_and_errors_of_the_file_are_not(tmp_pat
 
 
 def test_which_errors_are_retried():
-    from aidetect.io.sink import is_retryable
+    from aidetect.io.resume import is_retryable
 
     for error in ("permission denied", "file not found", "read error: Input/output error", "object not found",
                   "access denied", "S3 error: SlowDown", "internal error: ValueError: x"):  # fmt: skip

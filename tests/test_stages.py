@@ -10,7 +10,9 @@ import pytest
 from images import encode, hostile_corpus, jpeg, photo
 
 from aidetect.errors import DeviceError, ModelError
-from aidetect.io.sink import LocalPartStore, ParquetSink, load_index
+from aidetect.io.parts import LocalPartStore
+from aidetect.io.resume import load_index
+from aidetect.io.sink import ParquetSink
 from aidetect.io.sources import WalkStats, walk_images
 from aidetect.pipeline.decode import BatchDecoder
 from aidetect.pipeline.detector import Detector

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +15,7 @@ from onnx import helper, numpy_helper
 
 import aidetect
 from aidetect.errors import ExportError
+from aidetect.io.atomic import atomic_path
 from aidetect.pipeline.detector import METADATA_KEY
 from aidetect.pipeline.preprocess import Preprocess
 from train.data import CLASS_NAMES
@@ -99,11 +97,7 @@ def export_onnx(model: torch.nn.Module, metadata: dict, output: str, weights: st
     size = pre.input_size
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     dummy = torch.randn(2, 3, size, size)
-    out_dir = Path(output).resolve().parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic_path(output) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -129,11 +123,6 @@ def export_onnx(model: torch.nn.Module, metadata: dict, output: str, weights: st
             entry.value = json.dumps(metadata)
             onnx.save(compact_weight_storage(proto, weights), tmp)
             check_parity(model, tmp, size, tolerance=storage.tolerance)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is meant to be shared
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def compact_weight_storage(proto: onnx.ModelProto, dtype: str, min_elements: int = 1024) -> onnx.ModelProto:

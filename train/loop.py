@@ -4,7 +4,6 @@ best-by-val checkpoints and exact resume."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from rich.text import Text
 from aidetect.errors import DataError
 from aidetect.evaluation.calibration import calibration_report
 from aidetect.evaluation.metrics import summarize
+from aidetect.io.atomic import atomic_path
 from aidetect.pipeline.preprocess import Preprocess
 from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, fingerprint, preload
 from train.model import create_detector
@@ -359,6 +359,5 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

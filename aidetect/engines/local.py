@@ -22,9 +22,10 @@ from rich.table import Table
 from rich.text import Text
 
 from aidetect.errors import ModelError, OutputError, SourceError
+from aidetect.io.resume import ResumeIndex, path_hash
 from aidetect.io.s3 import check_bucket, is_s3, list_images
 from aidetect.io.s3 import configure as configure_s3
-from aidetect.io.sink import ParquetSink, ResumeIndex, _hash64
+from aidetect.io.sink import ParquetSink
 from aidetect.io.sink import warm_up as warm_up_sink
 from aidetect.io.sources import WalkStats, walk_images
 from aidetect.pipeline.decode import BatchDecoder
@@ -135,7 +136,7 @@ def list_refs(opts: ScanOptions, stats: WalkStats) -> Iterator[ImageRef]:
     for source in opts.sources:
         for ref in iter_source(source, opts.recursive, stats):
             if seen is not None:
-                key = _hash64(ref.key)
+                key = path_hash(ref.key)
                 if key in seen:
                     continue
                 seen.add(key)

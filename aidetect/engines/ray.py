@@ -22,8 +22,10 @@ from rich.console import Console
 
 from aidetect.engines.local import ScanOptions, ScanResult, check_sources, list_refs, progress_bar, resolve_model
 from aidetect.errors import DeviceError, RayError
+from aidetect.io.parts import PART_PREFIX, LocalPartStore
+from aidetect.io.resume import column_mtime, drop_rows
 from aidetect.io.s3 import Credentials, is_s3, resolve_credentials
-from aidetect.io.sink import PART_PREFIX, SCHEMA, LocalPartStore, ParquetSink, column_mtime, drop_rows, rows_to_table
+from aidetect.io.sink import SCHEMA, ParquetSink, rows_to_table
 from aidetect.io.sources import WalkStats
 from aidetect.records import ImageRef
 

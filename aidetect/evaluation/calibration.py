@@ -63,27 +63,18 @@ def calibration_report(margins: np.ndarray, labels: np.ndarray, before_t: float 
 def rewrite_metadata(model_path: str, output: str, updates: dict) -> dict:
     """Copy an ONNX file with its aidetect metadata updated; written atomically, original untouched."""
     import json
-    import os
-    import tempfile
 
     import onnx
 
+    from aidetect.io.atomic import atomic_path
     from aidetect.pipeline.detector import METADATA_KEY
 
     proto = onnx.load(model_path)
     entries = {p.key: p for p in proto.metadata_props}
     meta = {**json.loads(entries[METADATA_KEY].value), **updates}
     entries[METADATA_KEY].value = json.dumps(meta)
-    folder = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".calibrate-", suffix=".onnx", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(output) as tmp:
         onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is meant to be shared
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return meta
 
 
