@@ -41,7 +41,7 @@ CACHE = Path(os.environ.get("AIDETECT_BENCH_CACHE", Path.home() / ".cache" / "ai
 def measure_model(args) -> dict:
     import numpy as np
 
-    from aidetect.engines.local import thread_split
+    from aidetect.engines.base import thread_split
     from aidetect.pipeline.detector import Detector
 
     det = Detector(args.model, args.device, thread_split(args.threads)[0])
@@ -58,7 +58,8 @@ def measure_model(args) -> dict:
 def measure_decode(args, reduced: bool = True) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from aidetect.engines.local import ScanOptions, batched, bounded_map, thread_split
+    from aidetect.engines.base import ScanOptions, thread_split
+    from aidetect.engines.local import batched, bounded_map
     from aidetect.io.sources import walk_images
     from aidetect.pipeline.decode import BatchDecoder
     from aidetect.pipeline.detector import Detector
@@ -317,7 +318,7 @@ def main() -> None:
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
-        from aidetect.engines.local import resolve_model
+        from aidetect.engines.base import resolve_model
 
         args.model = resolve_model(None)
     if args.measure:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 from conftest import run_cli
 from images import hostile_corpus, jpeg
 
@@ -170,12 +171,10 @@ def test_version_is_the_installed_one():
 
 
 def test_no_model_says_how_to_get_one(tmp_path, monkeypatch):
-    import aidetect.engines.local as scan_mod
+    import aidetect.pipeline.detector as detector
+    from aidetect.engines.base import resolve_model
+    from aidetect.errors import ModelError
 
-    monkeypatch.setattr(scan_mod, "DEFAULT_MODEL", tmp_path / "absent.onnx")
-    try:
-        scan_mod.resolve_model(None)
-    except scan_mod.ModelError as exc:
-        assert "--model" in str(exc) and "aidetect train" in str(exc)
-    else:
-        raise AssertionError("expected a ModelError")
+    monkeypatch.setattr(detector, "DEFAULT_MODEL", tmp_path / "absent.onnx")
+    with pytest.raises(ModelError, match="--model PATH .*aidetect train"):
+        resolve_model(None)

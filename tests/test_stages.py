@@ -174,7 +174,7 @@ def test_sink_replaces_superseded_rows(tmp_path):
     first.close()
     second = ParquetSink(out, "m@1")
     second.open(False)
-    second.supersede(str(tmp_path / "a.jpg"))
+    second.superseded.add(str(tmp_path / "a.jpg"))
     second.write([_row(tmp_path, "a.jpg", size=9)])
     second.close()
     table = pq.read_table(out).to_pandas()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from aidetect.engines.local import styled
+from aidetect.console import styled
 
 # torch and timm are imported inside the commands, so `aidetect scan` never pays for them.
 

@@ -1,9 +1,9 @@
-"""The Ray engine: the same stages as the local scan, run by Ray Data actors across a cluster.
+"""The Ray engine: the same batch worker as the local engine, run by Ray Data actors across a cluster.
 
 The driver lists the sources and filters them through the resume index exactly as the local
-runner does; each actor holds one `Judge` (one onnxruntime session, one decoder) and turns a
-batch of references into verdict rows, catching failures per image so no batch and no job
-fails. Ray's Parquet writer writes the rows, typed by the sink's explicit Arrow schema, into a
+engine does (engines/base.py); each actor holds one `BatchWorker` (one onnxruntime session, one
+decoder) and turns a batch of references into verdict rows, catching failures per image so no
+batch and no job fails. Ray's Parquet writer writes the rows, typed by the sink's explicit Arrow schema, into a
 hidden staging folder; each finished file is then renamed into OUTPUT as a `part-` file, so
 `pandas.read_parquet(OUTPUT)` never sees a half-written file.
 """
@@ -14,16 +14,24 @@ import os
 import tempfile
 import threading
 import time
-import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from aidetect.engines.local import ScanOptions, ScanResult, check_sources, list_refs, progress_bar, resolve_model
+from aidetect.engines.base import (
+    ScanOptions,
+    ScanResult,
+    build_worker,
+    check_sources,
+    fresh,
+    list_refs,
+    progress_bar,
+    resolve_model,
+)
 from aidetect.errors import DeviceError, RayError
 from aidetect.io.parts import PART_PREFIX, LocalPartStore
-from aidetect.io.resume import column_mtime, drop_rows
+from aidetect.io.resume import column_mtime
 from aidetect.io.s3 import Credentials, is_s3, resolve_credentials
 from aidetect.io.sink import SCHEMA, ParquetSink, rows_to_table
 from aidetect.io.sources import WalkStats
@@ -39,39 +47,21 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
-class RayJudge:
-    """A Ray Data actor: one Judge, built once per worker from the model's bytes."""
+class RayBatchWorker:
+    """A Ray Data actor: one BatchWorker, built once per worker from the model's bytes."""
 
-    def __init__(self, model, settings: dict) -> None:
+    def __init__(self, model, opts: ScanOptions, settings: dict) -> None:
         import ray
 
         from aidetect.io.s3 import use_credentials
-        from aidetect.pipeline.decode import BatchDecoder
-        from aidetect.pipeline.detector import Detector
-        from aidetect.pipeline.worker import Judge
 
         if settings["credentials"] is not None:
             use_credentials(settings["credentials"])
-
         fd, path = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(fd, "wb") as f:
             f.write(ray.get(model) if isinstance(model, ray.ObjectRef) else model)
-        detector = Detector(path, settings["device"], settings["threads"])
-        decoder = BatchDecoder(
-            detector.info.preprocess, settings["batch_size"], detector.device, settings["threads"], settings["limits"]
-        )
-        threshold = settings["threshold"] if settings["threshold"] is not None else detector.info.threshold
-        self.judge = Judge(
-            detector,
-            decoder,
-            threshold,
-            settings["limits"],
-            settings["provenance"],
-            settings["c2pa_trust"],
-            settings["tta"],
-            settings["max_spread"],
-        )
-        self.label = detector.info.label
+        self.worker = build_worker(opts, path, settings["device"], 1, 1, settings["trust_pem"])
+        self.label = self.worker.detector.info.label
         self.counter = settings["counter"]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -80,7 +70,7 @@ class RayJudge:
             ImageRef(os.fsdecode(p), k, s, m, e)
             for p, k, s, m, e in zip(cols["path"], cols["key"], cols["size"], cols["mtime_ns"], cols["etag"])
         ]
-        table = rows_to_table(self.judge.judge(refs), self.label)
+        table = rows_to_table(self.worker.judge(refs), self.label)
         self.counter.add.remote(len(refs))
         return table
 
@@ -129,11 +119,16 @@ def connect(address: str | None, gpus_per_worker: float):
     return ray
 
 
-class RayScanner:
+class RayEngine:
     """A scan whose decode and inference run on Ray; listing, resume and output stay on the driver."""
 
     def __init__(
-        self, opts: ScanOptions, console: Console, address: str | None, workers: int, gpus_per_worker: float
+        self,
+        opts: ScanOptions,
+        console: Console,
+        address: str | None = None,
+        workers: int = 2,
+        gpus_per_worker: float = 0.0,
     ) -> None:
         self.opts, self.console = opts, console
         from aidetect.io.s3 import configure
@@ -148,23 +143,22 @@ class RayScanner:
         self.ray = connect(address, gpus_per_worker)
         self.workers, self.gpus = workers, gpus_per_worker
         self.sink = ParquetSink(opts.output, "")
-        self.to_stdout = False
         self.result = ScanResult(output=opts.output, runtime="Ray", decoder="DALI on Ray workers")
 
-    def run(self, refs=None) -> ScanResult:
-        ray = self.ray
+    def run(self) -> ScanResult:
         index = self.sink.open(self.opts.overwrite)
         stats = WalkStats()
         start = time.monotonic()
-        todo = [r for r in self._fresh(list_refs(self.opts, stats), index)]
+        todo = list(fresh(list_refs(self.opts, stats), index, self.result, self.sink.superseded))
         self.result.ignored, self.result.unreadable_dirs = stats.ignored, stats.unreadable_dirs
         if todo:
-            run_id = time.strftime("%Y%m%dT%H%M%S") + "-ray-" + uuid.uuid4().hex[:6]
-            staged = self._write(todo, run_id)
-            self._commit(staged, run_id)
-        self.sink.close()
+            run_id = (
+                self.sink.run_id
+            )  # in every part name: the sink keeps this run's rows when it drops superseded ones
+            staging = self._write(todo, run_id)
+            commit_staged(self.sink.store, staging, self.result)
+        self.sink.close()  # drops the rows superseded by this run's
         self.result.seconds = time.monotonic() - start
-        del ray
         return self.result
 
     def _dataset(self, todo: list[ImageRef]):
@@ -178,22 +172,15 @@ class RayScanner:
         counter = _counter_class(ray).remote()
         settings = {
             "device": "gpu" if self.gpus else "cpu",
-            "threads": 1,
-            "batch_size": self.opts.batch_size,
-            "threshold": self.opts.threshold,
-            "limits": self.opts.limits,
             "credentials": self.credentials,
-            "provenance": self.opts.provenance,
-            "c2pa_trust": open(self.opts.c2pa_trust).read() if self.opts.c2pa_trust else None,
-            "tta": self.opts.tta,
-            "max_spread": self.opts.max_spread,
+            "trust_pem": self.opts.trust_anchors(),  # read here: a worker may not have the file
             "counter": counter,
         }
         with open(self.model, "rb") as f:
             model = f.read()  # Ray Data puts constructor arguments in the object store once
         ds = self._dataset(todo).map_batches(
-            RayJudge,
-            fn_constructor_args=(model, settings),
+            RayBatchWorker,
+            fn_constructor_args=(model, self.opts, settings),
             batch_size=self.opts.batch_size,
             batch_format="pyarrow",
             concurrency=self.workers,
@@ -236,41 +223,23 @@ class RayScanner:
             return f"{self.opts.output.rstrip('/')}/_staging-{run_id}"
         return os.path.join(os.path.abspath(self.opts.output), f".staging-{run_id}")
 
-    def _commit(self, staging: str, run_id: str) -> None:
-        """Move each finished file into OUTPUT as a part file, then drop superseded rows."""
-        store = self.sink.store
-        staged = LocalPartStore(staging) if isinstance(store, LocalPartStore) else type(store)(staging)
-        for name in staged.names():
-            data = staged.get(name)
-            self._tally(pq.read_table(pa.BufferReader(data), columns=["label", "error", "verdict_source", "model"]))
-            store.put(name, data)
-            staged.delete(name)
-        if isinstance(staged, LocalPartStore):
-            os.rmdir(staging)
-        if self._superseded:
-            drop_rows(store, self._superseded, keep_run=run_id)
 
-    def _fresh(self, refs, index):
-        self._superseded: set[str] = set()
-        for ref in refs:
-            status = index.status(ref)
-            if status == "done":
-                self.result.skipped += 1
-                continue
-            if status == "changed":
-                self._superseded.add(ref.key)
-            yield ref
+def commit_staged(store, staging: str, result: ScanResult) -> None:
+    """Move each file Ray's writer finished into OUTPUT as a part file (one atomic put each),
+    counting its rows into `result`; the staging folder goes when empty."""
+    from aidetect.io.parts import open_store
 
-    def _tally(self, table: pa.Table) -> None:
-        cols = table.to_pydict()
-        self.result.model = self.result.model or next(iter(cols["model"]), "")
-        for label, error, source in zip(cols["label"], cols["error"], cols["verdict_source"]):
-            self.result.scanned += 1
-            if error is not None:
-                self.result.errors += 1
-            elif label in ("ai", "real", "uncertain"):
-                setattr(self.result, label, getattr(self.result, label) + 1)
-            self.result.by_provenance += source == "provenance"
+    staged = open_store(staging)
+    for name in staged.names():
+        data = staged.get(name)
+        table = pq.read_table(pa.BufferReader(data), columns=["label", "error", "verdict_source", "model"])
+        result.model = result.model or next(iter(table.column("model").to_pylist()), "")
+        for label, error, source in zip(*(table.column(c).to_pylist() for c in ("label", "error", "verdict_source"))):
+            result.tally(label, error, source)
+        store.put(name, data)
+        staged.delete(name)
+    if isinstance(staged, LocalPartStore) and os.path.isdir(staging):
+        os.rmdir(staging)
 
 
 def _refs_table(refs: list[ImageRef]) -> pa.Table:

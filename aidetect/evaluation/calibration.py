@@ -89,7 +89,7 @@ def calibrate(data: str, model: str | None, output: str, target_fpr: float, cons
     opts = EvalOptions(data=data, model=model, **eval_kwargs)
     items, name = collect_items(data, opts.holdout, opts.seed)
     rows, scanner = predict(items, opts, console)
-    info = scanner.detector.info
+    info = scanner.worker.detector.info
     if os.path.abspath(output) == os.path.abspath(info.path):
         raise OutputError("-o must name a new file: calibrate never overwrites the original model")
     ok = rows[rows.error.isna()]

@@ -1,6 +1,6 @@
 """`aidetect eval`: measure a model on labelled images with exactly the scan pipeline.
 
-The labelled files go through the same `Scanner` as `aidetect scan` (same decode, same
+The labelled files go through the same `LocalEngine` as `aidetect scan` (same decode, same
 preprocessing from the model's metadata, same error rows); this module only joins the
 verdicts with the true labels, computes metrics and draws the plots.
 """
@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aidetect.engines.local import Scanner, ScanOptions, styled
+from aidetect.console import styled
+from aidetect.engines.base import ScanOptions
+from aidetect.engines.local import LocalEngine
 from aidetect.errors import DataError
 from aidetect.evaluation.labels import CLASS_NAMES, Item, labelled_items, stratified_split, subdirs
 from aidetect.evaluation.metrics import roc_curve, summarize, threshold_for_fpr
-from aidetect.io.sources import file_ref
+from aidetect.io.sources import file_ref, path_from_display
 
 
 @dataclass
@@ -58,7 +60,7 @@ def collect_items(data: str, holdout: float | None, seed: int) -> tuple[list[Ite
     return labelled_items(data, require_both=False), os.path.basename(os.path.abspath(data))
 
 
-def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.DataFrame, Scanner]:
+def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.DataFrame, LocalEngine]:
     """Scan the files with the scan pipeline; returns its rows plus a `true_label` column."""
     with tempfile.TemporaryDirectory(prefix="aidetect-eval-") as tmp:
         scan_opts = ScanOptions(
@@ -69,7 +71,7 @@ def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.
             device=opts.device,
             threads=opts.threads,
         )
-        scanner = Scanner(scan_opts, console)
+        scanner = LocalEngine(scan_opts, console)
         refs = [file_ref(path) for path, _ in items]
         scanner.run(refs)
         rows = pd.read_parquet(scan_opts.output)
@@ -134,14 +136,18 @@ def metrics_table(m: dict, title: str) -> Table:
     return table
 
 
-def check_robustness(rows: pd.DataFrame, scanner: Scanner, opts: EvalOptions) -> dict:
+def check_robustness(rows: pd.DataFrame, scanner: LocalEngine, opts: EvalOptions) -> dict:
     from aidetect.evaluation.robustness import robustness
 
     ok = rows[rows.error.isna()]
     if len(ok) > opts.robustness:
         ok = ok.sample(opts.robustness, random_state=opts.seed)
     return robustness(
-        ok.path.tolist(), ok.prob_ai.to_numpy(np.float64), scanner.detector, scanner.decoder, scanner.threshold
+        [path_from_display(p) for p in ok.path],
+        ok.prob_ai.to_numpy(np.float64),
+        scanner.worker.detector,
+        scanner.worker.decoder,
+        scanner.worker.threshold,
     )
 
 
@@ -162,8 +168,8 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
     items, name = collect_items(opts.data, opts.holdout, opts.seed)
     console.print(f"evaluating on {name}: {len(items)} images")
     rows, scanner = predict(items, opts, console)
-    model = scanner.detector.info
-    metrics = compute_metrics(rows, scanner.threshold, opts.target_fpr)
+    model = scanner.worker.detector.info
+    metrics = compute_metrics(rows, scanner.worker.threshold, opts.target_fpr)
     os.makedirs(opts.report_dir, exist_ok=True)
     failed = rows[rows.error.notna()]
     report = {

@@ -55,9 +55,9 @@ class ParquetSink:
     written: int = 0
     _buffer: list[Row] = field(default_factory=list)
     _last_flush: float = field(default_factory=time.monotonic)
-    _run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     _parts: int = 0
-    _superseded: set[str] = field(default_factory=set)
+    superseded: set[str] = field(default_factory=set)  # paths whose older rows the new ones replace
 
     def __post_init__(self) -> None:
         self.store = open_store(self.location)
@@ -71,10 +71,6 @@ class ParquetSink:
             index = load_index(self.store)
         return index
 
-    def supersede(self, key: str) -> None:
-        """An older row of this path is replaced by the new one; it is dropped at close."""
-        self._superseded.add(key)
-
     def write(self, rows: Iterable[Row]) -> None:
         self._buffer.extend(rows)
         if len(self._buffer) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -84,7 +80,7 @@ class ParquetSink:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
-        name = f"{PART_PREFIX}{self._run_id}-{self._parts:05d}.parquet"
+        name = f"{PART_PREFIX}{self.run_id}-{self._parts:05d}.parquet"
         self.store.put(name, table_bytes(rows_to_table(self._buffer, self.model)))
         self._parts += 1
         self.written += len(self._buffer)
@@ -93,13 +89,13 @@ class ParquetSink:
     def close(self) -> None:
         try:
             self.flush()
-            if self._superseded:
-                drop_rows(self.store, self._superseded, keep_run=self._run_id)
-                self._superseded.clear()
+            if self.superseded:
+                drop_rows(self.store, self.superseded, keep_run=self.run_id)
+                self.superseded.clear()
             if not part_names(self.store):
                 # A scan that found nothing still leaves a dataset with the columns, so that
                 # `df[df.label == "ai"]` on it is an empty frame rather than a KeyError.
-                self.store.put(f"{PART_PREFIX}{self._run_id}-empty.parquet", table_bytes(SCHEMA.empty_table()))
+                self.store.put(f"{PART_PREFIX}{self.run_id}-empty.parquet", table_bytes(SCHEMA.empty_table()))
         finally:
             self.store.unlock()
 

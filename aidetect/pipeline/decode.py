@@ -8,7 +8,6 @@ decodes it or says what is wrong with it. Memory and time per image are bounded 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import numpy as np
 from aidetect.pipeline import jpeg
 from aidetect.pipeline.budget import MemoryBudget, TimedJob
 from aidetect.pipeline.dali import DaliDecoder
-from aidetect.pipeline.limits import Limits
+from aidetect.pipeline.limits import Limits, usable_cores
 from aidetect.pipeline.preprocess import (
     TURNED,
     Preprocess,
@@ -147,7 +146,7 @@ class BatchDecoder:
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.pre, self.limits, self.device, self.batch_size = pre, limits, device, batch_size
-        self.threads = threads or max(1, (os.cpu_count() or 1))
+        self.threads = threads or usable_cores()
         self.dali = DaliDecoder(pre, batch_size, device, self.threads)
         self.budget = MemoryBudget(limits.decode_bytes)
         self.reduce_on_cpu = device == "cpu"  # DCT-scaled JPEG decoding (the bench turns it off)

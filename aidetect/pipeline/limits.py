@@ -8,6 +8,7 @@ resident memory on any input (measured by `scripts/bench.py`'s hostile corpus; R
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 MIB = 1 << 20
@@ -18,6 +19,14 @@ DEFAULT_DECODE_TIMEOUT = 30.0  # seconds; a 100 MP PNG decodes in ~2 s on one co
 # Progressive JPEG encoders write 3-12 scans (mozjpeg and jpegtran ~10); each scan re-walks the
 # whole coefficient buffer, so a file repeating one scan thousands of times decodes for minutes.
 MAX_JPEG_SCANS = 100
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), which containers often set below the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""The per-batch work every engine shares: read and probe, provenance, decode, score, verdict rows.
+"""The batch worker: image references in, verdict rows out (read and probe, provenance, decode,
+score), the one piece of work every engine runs.
 
-`Judge` holds one detector and one decoder. The local runner (scan.py) drives it from threads;
-the Ray engine (ray_engine.py) holds one in each actor. Either way a bad file is a row, never
-an exception.
+`BatchWorker` holds one detector and one decoder. The local engine drives its three steps
+(`load`, `decode`, `rows`) from threads so they overlap; the Ray engine calls `judge` in each
+actor. Either way a bad file is a row, never an exception.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.provenance import inspect as inspect_provenance
 from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load, open_local
-from aidetect.pipeline.tta import TTAScorer, variants_for
+from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, TTAScorer, variants_for
 from aidetect.records import ImageRef, Row
 
 
@@ -33,7 +34,7 @@ def read_ref(ref: ImageRef, limits: Limits = DEFAULT_LIMITS) -> bytes:
     return data
 
 
-class Judge:
+class BatchWorker:
     def __init__(
         self,
         detector: Detector,
@@ -43,7 +44,7 @@ class Judge:
         provenance: bool = True,
         c2pa_trust: str | None = None,
         tta: bool = False,
-        max_spread: float = 0.3,
+        max_spread: float = DEFAULT_MAX_SPREAD,
     ) -> None:
         self.detector, self.decoder, self.threshold = detector, decoder, threshold
         self.limits, self.provenance, self.c2pa_trust = limits, provenance, c2pa_trust
