@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny real ONNX detector (random weights) and a runner for the CLI."""
+"""Shared fixtures: a tiny real ONNX detector (random weights) and a real S3 server on loopback.
+Helpers that tests import live in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-TINY_ARCH = "coatnet_nano_rw_224"
-TINY_SIZE = 32
+from helpers.models import TINY_ARCH, TINY_SIZE
+from helpers.s3 import BUCKET, N_NESTED
 
 
 @pytest.fixture(scope="session")
@@ -31,20 +30,7 @@ def model_path(tmp_path_factory) -> str:
     return str(path)
 
 
-def run_cli(
-    *args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None, **kwargs
-) -> subprocess.CompletedProcess:
-    """Run `python -m aidetect ARGS` as a user would, capturing stdout (bytes) and stderr."""
-    env = {**(env or os.environ), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "aidetect", *args], cwd=cwd, capture_output=True, timeout=timeout, env=env, **kwargs
-    )
-
-
 # ---- a real S3 server on loopback ---------------------------------------------------------
-
-BUCKET = "photos"
-N_NESTED = 1005  # more than one listing page (1,000 keys)
 
 
 def _free_port() -> int:
@@ -91,7 +77,7 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def bucket(s3_endpoint):
     import boto3
-    from images import jpeg
+    from helpers.images import jpeg
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)

@@ -119,25 +119,27 @@ class Stage(threading.Thread):
 class LocalEngine:
     """One scan in this process: holds the batch worker and the sink, and runs the steps over the sources."""
 
-    def __init__(self, opts: ScanOptions, console: Console) -> None:
+    def __init__(self, opts: ScanOptions, console: Console, worker=None) -> None:
+        """`worker` defaults to the BatchWorker the options describe (tests pass a stand-in)."""
         self.opts, self.console = opts, console
         configure_s3(opts.endpoint_url)
         check_sources(opts.sources)
         if opts.output == STDOUT and sys.stdout.isatty():
             raise OutputError("'-o -' writes binary Parquet: pipe it into a program or redirect it to a file")
         threading.Thread(target=warm_up_sink, name="warm-up", daemon=True).start()
-        ort_threads, decode_threads = thread_split(opts.threads)
-        model = resolve_model(opts.model)
-        self.worker = build_worker(opts, model, opts.device, ort_threads, decode_threads, opts.trust_anchors())
-        detector = self.worker.detector
+        if worker is None:
+            ort_threads, decode_threads = thread_split(opts.threads)
+            model = resolve_model(opts.model)
+            worker = build_worker(opts, model, opts.device, ort_threads, decode_threads, opts.trust_anchors())
+        self.worker = worker
         self.to_stdout = opts.output == STDOUT
         folder = tempfile.mkdtemp(prefix="aidetect-") if self.to_stdout else opts.output
-        self.sink = ParquetSink(folder, detector.info.label)
+        self.sink = ParquetSink(folder, worker.label)
         self.result = ScanResult(
             output=opts.output,
-            model=detector.info.label,
-            runtime=detector.runtime,
-            decoder=f"DALI {'mixed (GPU)' if detector.device == 'gpu' else 'CPU'}",
+            model=worker.label,
+            runtime=worker.runtime,
+            decoder=f"DALI {'mixed (GPU)' if worker.device == 'gpu' else 'CPU'}",
         )
 
     def run(self, refs: Iterable[ImageRef] | None = None) -> ScanResult:

@@ -61,7 +61,7 @@ class RayBatchWorker:
         with os.fdopen(fd, "wb") as f:
             f.write(ray.get(model) if isinstance(model, ray.ObjectRef) else model)
         self.worker = build_worker(opts, path, settings["device"], 1, 1, settings["trust_pem"])
-        self.label = self.worker.detector.info.label
+        self.label = self.worker.label
         self.counter = settings["counter"]
 
     def __call__(self, batch: pa.Table) -> pa.Table:

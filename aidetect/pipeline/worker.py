@@ -35,6 +35,9 @@ def read_ref(ref: ImageRef, limits: Limits = DEFAULT_LIMITS) -> bytes:
 
 
 class BatchWorker:
+    """Turns image references into verdict rows in three steps an engine may overlap: `load`
+    (per file, I/O), `decode` (per batch) and `rows` (inference and verdicts); `judge` is all three."""
+
     def __init__(
         self,
         detector: Detector,
@@ -52,6 +55,19 @@ class BatchWorker:
         if tta:
             names = variants_for(detector.info.metadata)
             self.tta = TTAScorer(detector.predict, decoder.pre, threshold, max_spread, names)
+
+    @property
+    def label(self) -> str:
+        """The `model` column: the model's name and a short hash of its file."""
+        return self.detector.info.label
+
+    @property
+    def runtime(self) -> str:
+        return self.detector.runtime
+
+    @property
+    def device(self) -> str:
+        return self.detector.device
 
     def load(self, ref: ImageRef) -> Encoded:
         """Bytes, header probe and (unless turned off) the provenance walk."""

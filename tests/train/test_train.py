@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 import typer
-from conftest import TINY_ARCH, run_cli
-from images import encode, jpeg, photo
+from helpers.cli import run_cli
+from helpers.images import encode, jpeg, photo
+from helpers.models import TINY_ARCH
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -25,6 +26,8 @@ from aidetect.records import ImageRef
 from train.data import find_splits
 from train.export import check_parity
 from train.loop import TrainConfig, Trainer
+
+pytestmark = [pytest.mark.train]
 
 METADATA_KEYS = {
     "arch",
@@ -98,6 +101,7 @@ def test_bad_layouts_are_refused_clearly(tmp_path, layout, message):
         find_splits(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_unreadable_files_beyond_a_small_fraction_are_listed(tmp_path):
     data = make_labelled(tmp_path / "d", per_class=6)
     (data / "REAL" / "broken.jpg").write_bytes(b"garbage")
@@ -131,6 +135,7 @@ def test_train_without_the_extra_says_what_to_install():
 # ---- the tiny run end to end -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_training_run_end_to_end(tmp_path):
     data = tmp_path / "data"
     make_labelled(data / "train", per_class=12)
@@ -243,6 +248,7 @@ def trained(trainer: Trainer, until: int | None = None) -> Trainer:
     return trainer
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
     _, make = tiny_trainers(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
@@ -260,6 +266,7 @@ def test_resume_continues_exactly_and_scheduler_order_is_right(tmp_path):
         assert torch.allclose(a, b), name
 
 
+@pytest.mark.slow
 def test_init_warm_starts_weights_with_a_fresh_schedule(tmp_path):
     data, make = tiny_trainers(tmp_path)
     trained(make("a.onnx"))

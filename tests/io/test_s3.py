@@ -6,8 +6,11 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import BUCKET, N_NESTED, run_cli
-from images import jpeg
+from helpers.cli import run_cli
+from helpers.images import jpeg
+from helpers.s3 import BUCKET, N_NESTED
+
+pytestmark = [pytest.mark.s3]
 
 
 def test_listing_pages_and_nested_prefixes(bucket):
@@ -48,6 +51,7 @@ def test_scan_bucket_with_odd_keys_and_bad_objects_then_resume(bucket, tmp_path,
     assert "4 skipped" in again.stderr.decode() and len(pd.read_parquet(out)) == 4
 
 
+@pytest.mark.slow
 def test_scan_many_objects_to_s3_output_mixed_with_a_folder(bucket, tmp_path, model_path):
     import pyarrow.fs
 

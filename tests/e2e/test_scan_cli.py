@@ -11,8 +11,8 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import run_cli
-from images import hostile_corpus, jpeg
+from helpers.cli import run_cli
+from helpers.images import hostile_corpus, jpeg
 
 
 def _scan(src, out, model_path, *extra):
@@ -61,6 +61,7 @@ def test_rerun_resumes_without_duplicates(tmp_path, model_path):
     assert "scanned 6 images" in fresh.stderr.decode() and len(pd.read_parquet(out)) == 6
 
 
+@pytest.mark.slow
 def test_kill_9_loses_no_committed_row(tmp_path, model_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from conftest import run_cli
-from images import jpeg, photo
-from test_eval import make_eval_folder
+from helpers.cli import run_cli
+from helpers.images import jpeg, photo
+from helpers.labelled import make_eval_folder
 
 from aidetect.evaluation.calibration import calibration_report, sigmoid
 from aidetect.evaluation.robustness import PERTURBATIONS, robustness
@@ -123,8 +123,9 @@ def _score(data: bytes, det: Detector, decoder: BatchDecoder) -> float:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium(tmp_path, model_path):
-    from images import hostile_corpus
+    from helpers.images import hostile_corpus
 
     hostile_corpus(tmp_path / "in")
     out = tmp_path / "scan.parquet"

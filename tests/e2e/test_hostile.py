@@ -10,16 +10,13 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import hostile_corpus as hc  # scripts/ is on the test path (pyproject: pythonpath)
 import pandas as pd
 import pytest
-from conftest import run_cli
-from images import encode, jpeg, photo
-from onnx_files import tiny_onnx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import hostile_corpus as hc  # noqa: E402
+from helpers.cli import run_cli
+from helpers.images import encode, jpeg, photo
+from helpers.models import tiny_onnx
 
 
 @pytest.fixture(scope="module")

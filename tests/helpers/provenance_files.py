@@ -8,8 +8,9 @@ import io
 import struct
 import zlib
 
-from images import encode, photo
 from PIL import Image, PngImagePlugin
+
+from helpers.images import encode, photo
 
 AI_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 EDITED_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"

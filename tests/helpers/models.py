@@ -1,10 +1,14 @@
-"""Small real ONNX files with aidetect metadata, broken in one way each, for the model checks."""
+"""Models for tests: the tiny CoAtNet the `model_path` fixture exports, and small real ONNX files
+with aidetect metadata (valid, or broken in one way each, for the model checks)."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+
+TINY_ARCH = "coatnet_nano_rw_224"
+TINY_SIZE = 32
 
 
 def tiny_onnx(

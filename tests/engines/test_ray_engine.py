@@ -9,8 +9,10 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import run_cli
-from images import hostile_corpus, jpeg
+from helpers.cli import run_cli
+from helpers.images import hostile_corpus, jpeg
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 COLUMNS = ["label", "error", "width", "height", "bytes", "provenance", "verdict", "verdict_source"]
 
@@ -95,7 +97,7 @@ def _files_holding(secret: bytes, roots: list[str]) -> list[str]:
 
 def test_cluster_scan_of_a_bucket_matches_the_local_engine(cluster, bucket, model_path, tmp_path):
     """Also: the S3 secret reaches the workers without landing in any file of Ray's session folder."""
-    from conftest import BUCKET
+    from helpers.s3 import BUCKET
 
     secret = "planted-" + os.urandom(8).hex()  # moto accepts any secret; the workers must get this one
     cluster = {**cluster, "AWS_SECRET_ACCESS_KEY": secret}

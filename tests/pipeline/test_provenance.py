@@ -7,9 +7,9 @@ import struct
 
 import pandas as pd
 import pytest
-from conftest import run_cli
-from images import encode, photo
-from provenance_files import AI_TYPE, EDITED_TYPE, ThrowawayCA, jpeg_with, png_chunk, png_with_text, xmp_packet
+from helpers.cli import run_cli
+from helpers.images import encode, photo
+from helpers.provenance_files import AI_TYPE, EDITED_TYPE, ThrowawayCA, jpeg_with, png_chunk, png_with_text, xmp_packet
 
 from aidetect.pipeline import provenance
 

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
 
 
+@pytest.mark.slow
 def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "AIDETECT_BENCH_CACHE": str(tmp_path / "cache")}

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import run_cli
-from images import jpeg
+from helpers.cli import run_cli
+from helpers.labelled import make_eval_folder
 
 from aidetect.evaluation import metrics
 
@@ -33,17 +33,6 @@ def test_ece_is_zero_when_calibrated_and_large_when_overconfident():
     labels = np.array([1] * 80 + [0] * 20, bool)
     assert metrics.expected_calibration_error(labels, np.full(100, 0.8)) < 1e-9
     assert metrics.expected_calibration_error(labels, np.full(100, 0.999)) > 0.15
-
-
-def make_eval_folder(root, per_class=6, one_class=False):
-    for name, seed0 in (("real", 0), ("fake", 100)):
-        if one_class and name == "fake":
-            continue
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            (root / name / f"{i}.jpg").write_bytes(jpeg(seed=seed0 + i))
-    (root / "real" / "broken.jpg").write_bytes(b"nope")
-    return root
 
 
 def test_scan_labels_agree_with_prob_ai_at_a_threshold_a_hair_above_a_score(tmp_path, model_path):
