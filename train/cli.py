@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from aidetect.console import styled
+from train import DEFAULT_ARCH
 
 # torch and timm are imported inside the commands, so `aidetect scan` never pays for them.
 
@@ -25,7 +26,7 @@ def train(
         "--output",
         help="ONNX file to write; checkpoints and metrics.jsonl go to OUTPUT's stem + '.run/' beside it.",
     ),
-    arch: str = typer.Option("coatnet_2_rw_224", help="Any timm CoAtNet/MaxViT name; created with random weights."),
+    arch: str = typer.Option(DEFAULT_ARCH, help="Any timm CoAtNet/MaxViT name; created with random weights."),
     img_size: int = typer.Option(224, help="Square model input, in pixels."),
     stem_stride: int = typer.Option(
         2, help="1 keeps full resolution in the stem (costs about 4x compute; for small inputs)."

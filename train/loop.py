@@ -22,6 +22,7 @@ from aidetect.evaluation.calibration import calibration_report
 from aidetect.evaluation.metrics import summarize
 from aidetect.io.atomic import atomic_path
 from aidetect.pipeline.preprocess import Preprocess
+from train import DEFAULT_ARCH
 from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, fingerprint, preload
 from train.model import create_detector
 
@@ -32,7 +33,7 @@ UNREADABLE_LIMIT = 0.01  # refuse a data set when more than this fraction will n
 class TrainConfig:
     data: str
     output: str = "model.onnx"
-    arch: str = "coatnet_2_rw_224"
+    arch: str = DEFAULT_ARCH
     img_size: int = 224
     stem_stride: int = 2
     epochs: int = 15

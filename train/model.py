@@ -5,8 +5,6 @@ from __future__ import annotations
 import timm
 import torch
 
-DEFAULT_ARCH = "coatnet_2_rw_224"
-
 
 def create_detector(arch: str, img_size: int) -> torch.nn.Module:
     """A two-class timm model; `img_size` fixes CoAtNet's relative-position tables."""

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from typing import TYPE_CHECKING
 
-from aidetect.engines.base import ScanOptions
+if TYPE_CHECKING:  # engines/base.py imports this package first; names only for the signature
+    from rich.console import Console
+
+    from aidetect.engines.base import ScanOptions
 
 ENGINES = ("local", "ray")
 

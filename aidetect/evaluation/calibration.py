@@ -11,10 +11,7 @@ import math
 import numpy as np
 
 from aidetect.evaluation.metrics import expected_calibration_error, log_loss
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
+from aidetect.pipeline.detector import sigmoid
 
 
 def margins_from_probs(probs: np.ndarray, temperature: float) -> np.ndarray:

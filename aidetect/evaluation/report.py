@@ -14,6 +14,7 @@ import io
 import numpy as np
 import pandas as pd
 
+from aidetect.io.s3 import is_s3
 from aidetect.io.sink import ParquetSink
 from aidetect.records import ImageRef
 
@@ -48,7 +49,7 @@ def load_rows(output: str) -> pd.DataFrame:
 
     if os.path.isfile(output):
         table = pq.read_table(output)
-    elif output.startswith("s3://") or os.path.isdir(output):
+    elif is_s3(output) or os.path.isdir(output):
         table = ParquetSink(output, "").read_all()
     else:
         raise OutputError(f"{output}: no scan output there (run `aidetect scan ... -o {output}` first)")

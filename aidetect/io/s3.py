@@ -71,7 +71,9 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def configure(endpoint_url: str | None) -> None:
-    """`--endpoint-url` wins over AWS_ENDPOINT_URL, which boto3 reads by itself."""
+    """`--endpoint-url` wins over AWS_ENDPOINT_URL. Set in the environment on purpose: boto3,
+    pyarrow's S3 filesystem (Ray's writer) and Ray's workers (runtime_env) all read that one
+    variable, so this is the one place that makes the option reach all three."""
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
 

@@ -52,7 +52,6 @@ class ParquetSink:
     model: str
     flush_rows: int = 2048
     flush_seconds: float = 5.0
-    written: int = 0
     _buffer: list[Row] = field(default_factory=list)
     _last_flush: float = field(default_factory=time.monotonic)
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
@@ -83,7 +82,6 @@ class ParquetSink:
         name = f"{PART_PREFIX}{self.run_id}-{self._parts:05d}.parquet"
         self.store.put(name, table_bytes(rows_to_table(self._buffer, self.model)))
         self._parts += 1
-        self.written += len(self._buffer)
         self._buffer.clear()
 
     def close(self) -> None:

@@ -85,6 +85,11 @@ def metadata_problem(info: ModelInfo) -> str | None:
     return None
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function in float64, written with tanh so large margins never overflow."""
+    return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
 def gpu_present() -> bool:
     """An NVIDIA driver is loaded; checked before asking onnxruntime, which would only log and fall back."""
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
@@ -180,4 +185,4 @@ class Detector:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW batch -> calibrated probability of the "ai" class for each image."""
         scaled = self.margins(batch) / self.info.temperature
-        return (0.5 * (1 + np.tanh(0.5 * scaled))).astype(np.float32)
+        return sigmoid(scaled).astype(np.float32)

@@ -16,10 +16,10 @@ from helpers.cli import run_cli
 from helpers.images import jpeg, photo
 from helpers.labelled import make_eval_folder
 
-from aidetect.evaluation.calibration import calibration_report, sigmoid
+from aidetect.evaluation.calibration import calibration_report
 from aidetect.evaluation.robustness import PERTURBATIONS, robustness
 from aidetect.pipeline.decode import BatchDecoder
-from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.detector import Detector, sigmoid
 from aidetect.pipeline.read import probe
 from aidetect.pipeline.tta import VARIANTS, TTAScorer, variants, variants_for
 from aidetect.records import ImageRef

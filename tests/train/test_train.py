@@ -124,7 +124,7 @@ def test_unreadable_files_beyond_a_small_fraction_are_listed(tmp_path):
 
 
 def test_train_without_the_extra_says_what_to_install():
-    from aidetect.cli import register_training
+    from aidetect.cli.app import register_training
 
     app = typer.Typer()
     register_training(app, ["torch"])
