@@ -60,7 +60,6 @@ def load_rows(output: str) -> pd.DataFrame:
 
 def thumbnail(path: str) -> str | None:
     """A small base64 JPEG data URI of the image, or None when it cannot be read."""
-    from aidetect.io.s3 import is_s3
     from aidetect.io.sources import path_from_display
     from aidetect.pipeline.preprocess import open_rgb
     from aidetect.pipeline.worker import read_ref

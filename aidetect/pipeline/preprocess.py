@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Images are probed and refused by our own pixel limit before decoding (see decode.py).
+# Images are probed and refused by our own pixel limit before decoding (see read.py).
 Image.MAX_IMAGE_PIXELS = None
 # Pillow refuses any PNG text or ICC chunk inflating past 1 MiB, so a valid PNG with a 2 MiB ICC
 # profile would not open. 16 MiB holds any real profile; MAX_TEXT_MEMORY (64 MiB a file) still
@@ -49,7 +49,7 @@ class Preprocess:
 
     def resize_shape(self, height: int, width: int) -> tuple[int, int]:
         """Size after resizing the shorter side to `resize_size` (aspect kept, rounded)."""
-        # floor(x + 0.5), not round(): the DALI graph in decode.py computes it this way.
+        # floor(x + 0.5), not round(): the DALI graph in dali.py computes it this way.
         scale = self.resize_size / min(height, width)
         new_h = max(self.resize_size, math.floor(height * scale + 0.5))
         new_w = max(self.resize_size, math.floor(width * scale + 0.5))

@@ -10,6 +10,10 @@ decides; generator text chunks and known generator names in EXIF/XMP decide too 
 of being AI-made is rare, stripping metadata is common). An edited-with-AI source type is
 reported, not decisive. A C2PA manifest that fails validation is reported and never trusted.
 Absence of metadata says nothing: then the model decides.
+
+Over 300 lines on purpose: the container walks, their budget and the rules share one `Container`
+and one strength order, and every line of it runs on hostile bytes; one file keeps that whole
+attack surface in view.
 """
 
 from __future__ import annotations
