@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,20 @@ MARKER = "_aidetect.json"  # pyarrow skips names starting with "_" or "."
 LOCK = ".aidetect.lock"
 S3_LOCK = "_aidetect.lock"  # S3 has no hidden names; the lease object (s3.py)
 PART_PREFIX = "part-"
+
+
+class PartStore(Protocol):
+    """Where committed parts live: a folder (`LocalPartStore`) or an S3 prefix (`s3.S3PartStore`)."""
+
+    uri: str
+
+    def names(self) -> list[str]: ...
+    def get(self, name: str) -> bytes: ...
+    def put(self, name: str, data: bytes) -> None: ...  # atomic: readers see all of it or nothing
+    def delete(self, name: str) -> None: ...
+    def check_location(self) -> None: ...  # usable as OUTPUT, or a UsageError saying why
+    def lock(self) -> None: ...  # exclusive until unlock, or an error naming the holder
+    def unlock(self) -> None: ...
 
 
 class LocalPartStore:
@@ -84,7 +99,7 @@ class LocalPartStore:
             self._lock_fd = None
 
 
-def open_store(uri: str):
+def open_store(uri: str) -> PartStore:
     from aidetect.io.s3 import S3PartStore, is_s3
 
     if is_s3(uri):
@@ -107,7 +122,7 @@ def is_ours(name: str) -> bool:
     )
 
 
-def prepare_output(store, overwrite: bool, marker: bytes) -> None:
+def prepare_output(store: PartStore, overwrite: bool, marker: bytes) -> None:
     """Claim OUTPUT: refuse anything aidetect did not create (no marker) or that holds files it
     did not write; lock it against a second scan; then clear what a killed run left (and, with
     `overwrite`, the earlier parts). Nothing but aidetect's own files is ever changed or deleted."""
@@ -138,12 +153,12 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_part(store, name: str, columns: list[str] | None = None) -> pa.Table:
+def read_part(store: PartStore, name: str, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(io.BytesIO(store.get(name)), columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise OutputError(f"cannot read {store.uri}/{name}: {exc}") from None
 
 
-def part_names(store) -> list[str]:
+def part_names(store: PartStore) -> list[str]:
     return [n for n in store.names() if is_part(n)]

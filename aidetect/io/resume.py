@@ -12,7 +12,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from aidetect.io.parts import part_names, read_part, table_bytes
+from aidetect.io.parts import PartStore, part_names, read_part, table_bytes
 from aidetect.records import ImageRef
 
 # Parquet's nanosecond timestamps (and pandas') end in 1677 and 2262: an mtime outside is null in
@@ -78,7 +78,7 @@ class ResumeIndex:
         return "done" if self._has(self.versions, version_key(ref.key, ref.size, ref.mtime_ns, ref.etag)) else "changed"
 
 
-def load_index(store) -> ResumeIndex:
+def load_index(store: PartStore) -> ResumeIndex:
     """Every path in the output; a version only for rows a rerun keeps (not retryable errors)."""
     paths, versions = [], []
     for name in part_names(store):
@@ -92,7 +92,7 @@ def load_index(store) -> ResumeIndex:
     return ResumeIndex(np.array(paths, np.int64), np.array(versions, np.int64))
 
 
-def _filter_part(store, name: str, keep: list[bool]) -> None:
+def _filter_part(store: PartStore, name: str, keep: list[bool]) -> None:
     if all(keep):
         return
     if any(keep):
@@ -101,7 +101,7 @@ def _filter_part(store, name: str, keep: list[bool]) -> None:
         store.delete(name)
 
 
-def drop_rows(store, paths: set[str], keep_run: str) -> None:
+def drop_rows(store: PartStore, paths: set[str], keep_run: str) -> None:
     """Rewrite the parts of earlier runs without the rows of `paths` (their new rows stay)."""
     for name in part_names(store):
         if keep_run not in name:
@@ -109,7 +109,7 @@ def drop_rows(store, paths: set[str], keep_run: str) -> None:
             _filter_part(store, name, [p not in paths for p in column])
 
 
-def heal_duplicates(store) -> None:
+def heal_duplicates(store: PartStore) -> None:
     """A run killed between committing new rows and dropping superseded ones leaves two rows
     for a path; keep the newest."""
     tables = {n: read_part(store, n, ["path", "scanned_at"]) for n in part_names(store)}
