@@ -29,6 +29,7 @@ class Provenance:
     c2pa_state: str | None = None
     decisive: bool = False
     partial: bool = False  # the metadata walk stopped at its budget before the end of the file
+    watermark_bits: str | None = None  # "36/48": the best watermark match; None when not checked
 
 
 NO_PROVENANCE = Provenance()

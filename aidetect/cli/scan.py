@@ -13,6 +13,7 @@ from aidetect.engines import ENGINES, create_engine
 from aidetect.engines.base import STDOUT, ScanOptions, ScanResult
 from aidetect.pipeline.limits import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MIB, Limits
 from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD
+from aidetect.pipeline.watermark import MODES as WATERMARK_MODES
 from aidetect.records import Row
 
 
@@ -79,6 +80,11 @@ def scan(
         "--c2pa-trust",
         help="PEM file of trust anchors; C2PA manifests signed under them are 'trusted', not just 'valid'.",
     ),
+    watermarks: str = typer.Option(
+        "auto",
+        "--watermarks",
+        help="Read Stable Diffusion's invisible watermark: auto (PNG and WebP at generator sizes: sides multiples of 64, 256-2048; about 10 ms a megapixel plus a full-size decode), all (every image of 256x256 or more, at any size and format), off.",
+    ),
     engine: str = typer.Option(
         "local",
         "--engine",
@@ -130,9 +136,12 @@ def scan(
         endpoint_url=endpoint_url,
         provenance=provenance,
         c2pa_trust=c2pa_trust,
+        watermarks=watermarks,
         tta=tta,
         max_spread=max_spread,
     )
+    if watermarks not in WATERMARK_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(WATERMARK_MODES)}", param_hint="--watermarks")
     if engine not in ENGINES:
         raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}", param_hint="--engine")
     code = run_scan(opts, engine, {"address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker})

@@ -44,6 +44,7 @@ class ScanOptions:
     tta: bool = False
     max_spread: float = DEFAULT_MAX_SPREAD
     c2pa_trust: str | None = None  # PEM trust anchors: manifests signed under them are "trusted"
+    watermarks: str = "auto"  # pipeline/watermark.py: auto, all or off
 
     def trust_anchors(self) -> str | None:
         if not self.c2pa_trust:
@@ -183,6 +184,7 @@ def build_worker(
         trust_pem,
         opts.tta,
         opts.max_spread,
+        opts.watermarks,
     )
 
 

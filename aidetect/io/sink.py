@@ -40,6 +40,7 @@ SCHEMA = pa.schema(
         pa.field("verdict", pa.string()),
         pa.field("verdict_source", pa.string()),
         pa.field("provenance_partial", pa.bool_()),
+        pa.field("watermark_bits", pa.string()),
     ]
 )
 
@@ -129,5 +130,6 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "verdict": [r.verdict[0] for r in rows],
         "verdict_source": [r.verdict[1] for r in rows],
         "provenance_partial": [r.provenance.partial or None for r in rows],
+        "watermark_bits": [r.provenance.watermark_bits for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)

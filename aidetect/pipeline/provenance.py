@@ -23,7 +23,7 @@ import json
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aidetect.records import Provenance
 
@@ -53,7 +53,15 @@ GENERATORS = [
 ]
 
 # Evidence kinds, strongest first.
-STRENGTH = ["c2pa", "iptc-digital-source-type", "sd-parameters", "comfyui", "exif-software", "xmp-creator-tool"]
+STRENGTH = [
+    "c2pa",
+    "iptc-digital-source-type",
+    "sd-watermark",
+    "sd-parameters",
+    "comfyui",
+    "exif-software",
+    "xmp-creator-tool",
+]
 
 
 @dataclass
@@ -331,3 +339,21 @@ def inspect(data: bytes, fmt: str | None, trust_pem: str | None = None) -> Prove
     best = min(evidence, key=lambda e: (not e.decisive, STRENGTH.index(e.kind)))
     generator = best.generator or next((e.generator for e in evidence if e.generator), None)
     return Provenance(best.kind, generator, state, best.decisive, found.partial)
+
+
+def with_watermark(found: Provenance, match) -> Provenance:
+    """Add a watermark reading (`watermark.WatermarkMatch`, or None when none was taken) to the
+    metadata evidence: it fills `watermark_bits`, and from the "likely" level on it is evidence of
+    kind `sd-watermark`, decisive at "very likely", kept when stronger than what the metadata said."""
+    if match is None:
+        return found
+    found = replace(found, watermark_bits=match.column)
+    if match.level not in ("likely", "very likely"):
+        return found
+    mark = Evidence("sd-watermark", match.generator, match.decisive)
+    if found.kind is not None and (not found.decisive, STRENGTH.index(found.kind)) <= (
+        not mark.decisive,
+        STRENGTH.index(mark.kind),
+    ):
+        return found
+    return replace(found, kind=mark.kind, generator=mark.generator, decisive=mark.decisive)

@@ -15,8 +15,10 @@ from aidetect.pipeline.decode import BatchDecoder, Decoded
 from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.provenance import inspect as inspect_provenance
+from aidetect.pipeline.provenance import with_watermark
 from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load, open_local
 from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, TTAScorer, variants_for
+from aidetect.pipeline.watermark import checks_watermark, read_watermark
 from aidetect.records import ImageRef, Row
 
 
@@ -48,9 +50,11 @@ class BatchWorker:
         c2pa_trust: str | None = None,
         tta: bool = False,
         max_spread: float = DEFAULT_MAX_SPREAD,
+        watermarks: str = "auto",
     ) -> None:
         self.detector, self.decoder, self.threshold = detector, decoder, threshold
         self.limits, self.provenance, self.c2pa_trust = limits, provenance, c2pa_trust
+        self.watermarks = watermarks
         self.tta = None
         if tta:
             names = variants_for(detector.info.metadata)
@@ -74,6 +78,10 @@ class BatchWorker:
         item = load(ref, self.limits, open_ref)
         if self.provenance and item.data:
             item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
+        if item.data and checks_watermark(item, self.watermarks):
+            cost = (item.width or 0) * (item.height or 0) * 4  # RGB plus the U plane's floats
+            with self.decoder.budget.hold(min(cost, self.decoder.budget.capacity)):
+                item.provenance = with_watermark(item.provenance, read_watermark(item.data))
         return item
 
     def decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
