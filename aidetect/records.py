@@ -28,8 +28,10 @@ class Provenance:
     generator: str | None = None
     c2pa_state: str | None = None
     decisive: bool = False
+    says: str = "ai"  # what decisive evidence decides: "ai", or "real" for a trusted signed capture
     partial: bool = False  # the metadata walk stopped at its budget before the end of the file
     watermark_bits: str | None = None  # "36/48": the best watermark match; None when not checked
+    source_type: str | None = None  # the strongest IPTC digital source type declared (C2PA or XMP)
 
 
 NO_PROVENANCE = Provenance()
@@ -50,7 +52,7 @@ class Row:
 
     @property
     def verdict(self) -> tuple[str | None, str | None]:
-        """Decisive provenance says "ai"; otherwise the model's label decides."""
+        """Decisive provenance decides ("ai", or "real" for a trusted capture); otherwise the model's label."""
         if self.provenance.decisive:
-            return "ai", "provenance"
+            return self.provenance.says, "provenance"
         return (self.label, "model") if self.label else (None, None)

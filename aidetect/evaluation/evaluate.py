@@ -22,6 +22,7 @@ from aidetect.console import styled
 from aidetect.engines.base import ScanOptions
 from aidetect.engines.local import LocalEngine
 from aidetect.errors import DataError
+from aidetect.evaluation.evidence import agreement_text, evidence_summary
 from aidetect.evaluation.labels import CLASS_NAMES, Item, labelled_items, stratified_split, subdirs
 from aidetect.evaluation.metrics import roc_curve, summarize, threshold_for_fpr
 from aidetect.io.sources import file_ref, path_from_display
@@ -91,6 +92,7 @@ def compute_metrics(rows: pd.DataFrame, threshold: float, target_fpr: float) -> 
         "count": int(len(decided)),
         "accuracy": float((decided.verdict == decided.true_label).mean()) if len(decided) else None,
         "decided_by_provenance": int((rows.verdict_source == "provenance").sum()),
+        "by_evidence": evidence_summary(rows),
     }
     result["counts"] = {name: int((ok.true_label == name).sum()) for name in CLASS_NAMES}
     at_target = threshold_for_fpr(labels, scores, target_fpr)
@@ -124,6 +126,8 @@ def metrics_table(m: dict, title: str) -> Table:
         "combined accuracy (model + provenance)",
         f"{fmt(combined['accuracy'])} ({combined['decided_by_provenance']} decided by provenance)",
     )
+    for entry in combined.get("by_evidence", []):
+        table.add_row(f"  decided by {entry['kind']}", f"{entry['decided']} ({agreement_text(entry)})")
     table.add_row("threshold", f"{m['threshold']:.4f}")
     if m.get("at_target_fpr"):
         at = m["at_target_fpr"]

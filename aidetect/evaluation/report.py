@@ -14,6 +14,7 @@ import io
 import numpy as np
 import pandas as pd
 
+from aidetect.evaluation.evidence import agreement_text, evidence_summary
 from aidetect.io.s3 import is_s3
 from aidetect.io.sink import ParquetSink
 from aidetect.records import ImageRef
@@ -36,6 +37,8 @@ COLUMNS = [
     "c2pa_state",
     "verdict",
     "verdict_source",
+    "watermark_bits",
+    "source_type",
 ]
 
 
@@ -169,6 +172,7 @@ def build_report(output: str, threshold: float | None = None) -> str:
             ),
             note,
         ),
+        _evidence_section(rows),
         _gallery(
             "Provenance findings",
             proven.head(CAP),
@@ -189,6 +193,22 @@ def build_report(output: str, threshold: float | None = None) -> str:
         stats=stats,
         histogram=f'<img class="hist" src="{hist}" alt="prob_ai histogram">' if hist else "",
         sections="".join(sections),
+    )
+
+
+def _evidence_section(rows: pd.DataFrame) -> str:
+    """Which evidence decided how many verdicts, and how often the model agreed with it."""
+    entries = evidence_summary(rows)
+    if not entries:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(e['kind'])}</td><td>{e['decided']:,}</td><td>{e['said_ai']:,}</td>"
+        f"<td>{e['said_real']:,}</td><td>{html.escape(agreement_text(e))}</td></tr>"
+        for e in entries
+    )
+    return (
+        "<section><h2>Evidence that decided</h2><table><tr><th>evidence</th><th>decided</th><th>ai</th>"
+        f"<th>real</th><th>model</th></tr>{body}</table></section>"
     )
 
 

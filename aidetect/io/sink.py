@@ -41,6 +41,7 @@ SCHEMA = pa.schema(
         pa.field("verdict_source", pa.string()),
         pa.field("provenance_partial", pa.bool_()),
         pa.field("watermark_bits", pa.string()),
+        pa.field("source_type", pa.string()),
     ]
 )
 
@@ -131,5 +132,6 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "verdict_source": [r.verdict[1] for r in rows],
         "provenance_partial": [r.provenance.partial or None for r in rows],
         "watermark_bits": [r.provenance.watermark_bits for r in rows],
+        "source_type": [r.provenance.source_type for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)

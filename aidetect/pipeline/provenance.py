@@ -29,6 +29,34 @@ from aidetect.records import Provenance
 
 IPTC_AI = "trainedAlgorithmicMedia"
 IPTC_AI_EDITED = ("compositeWithTrainedAlgorithmicMedia", "algorithmicallyEnhanced", "compositeSynthetic")
+# Every IPTC digital source type (cv.iptc.org/newscodes/digitalsourcetype), strongest first for the
+# `source_type` column: generative types, then other synthetic ones, then captures and edits.
+IPTC_SOURCE_TYPES = (
+    "trainedAlgorithmicMedia",
+    "compositeWithTrainedAlgorithmicMedia",
+    "algorithmicMedia",
+    "compositeSynthetic",
+    "algorithmicallyEnhanced",
+    "dataDrivenMedia",
+    "digitalArt",
+    "virtualRecording",
+    "screenCapture",
+    "compositeCapture",
+    "computationalCapture",
+    "digitalCapture",
+    "negativeFilm",
+    "positiveFilm",
+    "print",
+    "humanEdits",
+    "minorHumanEdits",
+    "composite",
+    "digitalCreation",
+)
+# Types a generative step declares; a capture followed by one of them is no longer a plain capture.
+IPTC_GENERATIVE = frozenset(
+    {"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia", "algorithmicMedia", "compositeSynthetic"}
+)
+IPTC_CAPTURE = frozenset({"digitalCapture", "computationalCapture"})
 XMP_MAX = 1 << 20  # never regex-scan more than 1 MiB of XMP
 TEXT_MAX = 1 << 20  # kept of one text chunk
 # What the walk spends on one file at most: text kept and inflated, all chunks together (3 MB of
@@ -99,6 +127,7 @@ class Evidence:
     kind: str
     generator: str | None
     decisive: bool
+    says: str = "ai"
 
 
 # ---- the structure walk -------------------------------------------------------------------
@@ -286,8 +315,14 @@ def metadata_evidence(found: Container) -> list[Evidence]:
 MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-def c2pa_evidence(data: bytes, fmt: str | None, trust_pem: str | None = None) -> tuple[Evidence, str]:
-    """Read and validate the manifest; returns the evidence and the validation state."""
+def c2pa_evidence(data: bytes, fmt: str | None, trust_pem: str | None = None) -> tuple[Evidence, str, list[str]]:
+    """Read and validate the manifest; returns the evidence, the validation state and the IPTC
+    source types its actions declare.
+
+    AI: a valid (or trusted) manifest whose actions declare `trainedAlgorithmicMedia` decides "ai".
+    Real: only a *trusted* one (signed under --c2pa-trust) whose `c2pa.created` action declares a
+    capture (`digitalCapture`, `computationalCapture`) and no action a generative type decides
+    "real"; a merely valid one is reported, since anyone can sign a manifest."""
     try:
         import c2pa
 
@@ -298,12 +333,18 @@ def c2pa_evidence(data: bytes, fmt: str | None, trust_pem: str | None = None) ->
             state = (reader.get_validation_state() or "invalid").lower()
             store = json.loads(reader.json())
     except Exception:  # a manifest the library cannot even parse is as untrustworthy as a failed one
-        return Evidence("c2pa", None, False), "invalid"
+        return Evidence("c2pa", None, False), "invalid", []
     manifest = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
     generator = _claim_generator(manifest)
-    codes = [a.get("digitalSourceType", "").rsplit("/", 1)[-1] for a in _actions(manifest)]
-    decisive = state in ("valid", "trusted") and IPTC_AI in codes
-    return Evidence("c2pa", generator, decisive), state
+    actions = _actions(manifest)
+    codes = [str(a.get("digitalSourceType", "")).rsplit("/", 1)[-1] for a in actions]
+    if state in ("valid", "trusted") and IPTC_AI in codes:
+        return Evidence("c2pa", generator, True), state, codes
+    created = {
+        str(a.get("digitalSourceType", "")).rsplit("/", 1)[-1] for a in actions if a.get("action") == "c2pa.created"
+    }
+    capture = state == "trusted" and created & IPTC_CAPTURE and not IPTC_GENERATIVE & set(codes)
+    return Evidence("c2pa", generator, bool(capture), "real" if capture else "ai"), state, codes
 
 
 def _actions(manifest: dict) -> list[dict]:
@@ -330,15 +371,21 @@ def inspect(data: bytes, fmt: str | None, trust_pem: str | None = None) -> Prove
     """The strongest evidence in an image's bytes (decisive evidence first)."""
     found = walk(data, fmt)
     evidence = metadata_evidence(found)
-    state = None
+    state, codes = None, _xmp_source_types(found.xmp)
     if found.c2pa:
-        c2pa_found, state = c2pa_evidence(data, fmt, trust_pem)
+        c2pa_found, state, c2pa_codes = c2pa_evidence(data, fmt, trust_pem)
         evidence.append(c2pa_found)
+        codes += c2pa_codes
+    source_type = next((t for t in IPTC_SOURCE_TYPES if t in codes), None)
     if not evidence:
-        return Provenance(c2pa_state=state, partial=found.partial)
+        return Provenance(c2pa_state=state, partial=found.partial, source_type=source_type)
     best = min(evidence, key=lambda e: (not e.decisive, STRENGTH.index(e.kind)))
     generator = best.generator or next((e.generator for e in evidence if e.generator), None)
-    return Provenance(best.kind, generator, state, best.decisive, found.partial)
+    return Provenance(best.kind, generator, state, best.decisive, best.says, found.partial, source_type=source_type)
+
+
+def _xmp_source_types(xmp: str | None) -> list[str]:
+    return [m.group(1).rsplit("/", 1)[-1] for m in _DST.finditer((xmp or "")[:XMP_MAX])]
 
 
 def with_watermark(found: Provenance, match) -> Provenance:
@@ -356,4 +403,4 @@ def with_watermark(found: Provenance, match) -> Provenance:
         STRENGTH.index(mark.kind),
     ):
         return found
-    return replace(found, kind=mark.kind, generator=mark.generator, decisive=mark.decisive)
+    return replace(found, kind=mark.kind, generator=mark.generator, decisive=mark.decisive, says=mark.says)

@@ -121,7 +121,11 @@ class ThrowawayCA:
         self.chain_pem = leaf.public_bytes(pem) + self.ca_pem
         self.key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
-    def sign(self, data: bytes, mime: str, source_type: str = AI_TYPE, tool: str = "Adobe Firefly") -> bytes:
+    def sign(
+        self, data: bytes, mime: str, source_type: str = AI_TYPE, tool: str = "Adobe Firefly", later: tuple = ()
+    ) -> bytes:
+        """A manifest whose c2pa.created action declares `source_type`; `later` adds (action,
+        source type) pairs after it, such as an AI edit of a capture."""
         import c2pa
 
         signer = c2pa.Signer.from_info(
@@ -135,6 +139,7 @@ class ThrowawayCA:
                     "label": "c2pa.actions",
                     "data": {
                         "actions": [{"action": "c2pa.created", "digitalSourceType": source_type, "softwareAgent": tool}]
+                        + [{"action": a, "digitalSourceType": t, "softwareAgent": tool} for a, t in later]
                     },
                 }
             ],

@@ -133,3 +133,47 @@ def test_hostile_metadata_never_crashes_or_hangs(case):
     result = provenance.inspect(HOSTILE[case](), None)
     assert isinstance(result, provenance.Provenance)
     assert not result.decisive
+
+
+CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+COMPUTATIONAL = "http://cv.iptc.org/newscodes/digitalsourcetype/computationalCapture"
+
+
+def test_a_trusted_signed_capture_decides_real_and_nothing_less_does(tmp_path, model_path, ca):
+    plain = encode(photo(40, 40, seed=9), "JPEG")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = {
+        "capture.jpg": ca.sign(plain, "image/jpeg", CAPTURE, "Test Camera"),
+        "phone.jpg": ca.sign(plain, "image/jpeg", COMPUTATIONAL, "Test Phone"),
+        "capture-then-ai.jpg": ca.sign(
+            plain, "image/jpeg", CAPTURE, "Test Camera", later=[("c2pa.edited", EDITED_TYPE)]
+        ),
+        "xmp-capture.jpg": jpeg_with(xmp=xmp_packet(CAPTURE)),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (tmp_path / "ca.pem").write_bytes(ca.ca_pem)
+
+    def scan(*extra) -> pd.DataFrame:
+        out = tmp_path / f"out{len(extra)}"
+        proc = run_cli("scan", str(folder), "-o", str(out), "--model", model_path, *extra)
+        assert proc.returncode == 0, proc.stderr
+        df = pd.read_parquet(out)
+        return df.set_index(df.path.map(os.path.basename))
+
+    untrusted = scan()  # valid signatures from an unknown signer: reported, never decisive
+    assert (untrusted.verdict_source == "model").all()
+    assert untrusted.loc["capture.jpg", "c2pa_state"] == "valid"
+    assert untrusted.loc["capture.jpg", "source_type"] == "digitalCapture"
+    assert untrusted.loc["phone.jpg", "source_type"] == "computationalCapture"
+    assert untrusted.loc["capture-then-ai.jpg", "source_type"] == "compositeWithTrainedAlgorithmicMedia"
+    assert untrusted.loc["xmp-capture.jpg", "source_type"] == "digitalCapture"  # unsigned: reported only
+
+    trusted = scan("--c2pa-trust", str(tmp_path / "ca.pem"))
+    for name in ("capture.jpg", "phone.jpg"):
+        row = trusted.loc[name]
+        assert (row.c2pa_state, row.verdict, row.verdict_source) == ("trusted", "real", "provenance"), name
+    edited = trusted.loc["capture-then-ai.jpg"]
+    assert edited.c2pa_state == "trusted" and edited.verdict_source == "model"  # an AI edit: not a plain capture
+    assert trusted.loc["xmp-capture.jpg", "verdict_source"] == "model"
