@@ -14,6 +14,7 @@ Each measurement runs in its own process on the same corpus and the same model:
   tta        the scan again with --tta: what test-time variants cost
   decode_full the decode ceiling without reduced-size decoding of large JPEGs: what that gains
   hostile    peak memory and wall time of a scan of files built to exhaust memory or time
+  watermark  the watermark reader's cost per image, and the levels unmarked corpus photos reach
 
 Usage: python scripts/bench.py [--images 1000] [--folder DIR] [--model PATH] [--json bench.json]
 """
@@ -129,12 +130,51 @@ def measure_full_decode(args) -> dict:
     return measure_decode(args, reduced=False)
 
 
+def measure_watermark(args) -> dict:
+    """The watermark reader: its cost per image (full-size decode + reading) at generator and photo
+    sizes, and how often unmarked photos of the corpus reach its levels when every one is read."""
+    import io
+    from collections import Counter
+
+    import numpy as np
+    from corpus import photo_like
+
+    from aidetect.io.sources import walk_images
+    from aidetect.pipeline.read import load
+    from aidetect.pipeline.watermark import checks_watermark, read_watermark
+
+    cost = {}
+    for width, height, fmt in ((512, 512, "PNG"), (1024, 1024, "PNG"), (1024, 1024, "JPEG"), (4000, 3000, "JPEG")):
+        buf = io.BytesIO()
+        photo_like(width, height, np.random.default_rng(0)).save(buf, fmt)
+        data = buf.getvalue()
+        read_watermark(data)
+        start = time.perf_counter()
+        for _ in range(3):
+            read_watermark(data)
+        cost[f"{width}x{height} {fmt}"] = (time.perf_counter() - start) / 3 * 1000
+    levels: Counter = Counter()
+    auto = 0
+    for ref in walk_images(args.folder):
+        item = load(ref)
+        auto += checks_watermark(item, "auto")
+        match = read_watermark(item.data) if checks_watermark(item, "all") else None
+        levels[match.level if match else "not read (under 256x256)"] += 1
+    return {
+        "ms_per_image": cost,
+        "corpus_levels_all": dict(levels),
+        "corpus_read_by_auto": auto,
+        "images": sum(levels.values()),
+    }
+
+
 MEASURES = {
     "model": measure_model,
     "decode": measure_decode,
     "decode_full": measure_full_decode,
     "provenance": measure_provenance,
     "baseline": measure_baseline,
+    "watermark": measure_watermark,
 }
 
 
@@ -408,6 +448,14 @@ def main() -> None:
         )
     if "hostile" not in skip:
         results["hostile"] = hostile_scan(args, results["scan"])
+    if "watermark" not in skip:
+        mark = results["watermark"] = child("watermark", args)
+        costs = ", ".join(f"{k} {v:.0f} ms" for k, v in mark["ms_per_image"].items())
+        print(
+            f"watermark {costs}; the corpus read whole: {mark['corpus_levels_all']}; "
+            f"auto reads {mark['corpus_read_by_auto']} of {mark['images']}",
+            file=sys.stderr,
+        )
     args.json.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.json}", file=sys.stderr)
 

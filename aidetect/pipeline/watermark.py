@@ -44,6 +44,7 @@ VERY_LIKELY_P, LIKELY_P, PARTIAL_P = _tail(48, 36), _tail(48, 34), _tail(48, 28)
 class Message:
     generator: str
     bits: tuple[int, ...]
+    either_order: bool = False  # also read with red and blue swapped (an encoder handed RGB)
 
     def level(self, matching: int) -> str:
         """none, partial, likely or very likely, as Stability grades SDXL's 48 bits."""
@@ -57,7 +58,8 @@ class Message:
 MESSAGES = (
     Message("Stable Diffusion 1.x", _bits_of(b"StableDiffusionV1")),  # CompVis scripts/txt2img.py
     Message("Stable Diffusion 2.x", _bits_of(b"SDV2")),  # Stability's stablediffusion repository
-    Message("Stable Diffusion XL", tuple(int(c) for c in "101100111110110010010000011110111011000110011110")),
+    # diffusers' SDXL watermarker handed the encoder RGB until it was fixed: both orders occur.
+    Message("Stable Diffusion XL", tuple(int(c) for c in "101100111110110010010000011110111011000110011110"), True),
 )
 
 
@@ -119,7 +121,7 @@ def best_match(rgb: np.ndarray) -> WatermarkMatch | None:
         votes = block_votes(u_plane(rgb, swap))
         for message in MESSAGES:
             n = len(message.bits)
-            if len(votes) < n:
+            if len(votes) < n or (swap and not message.either_order):
                 continue
             matching = int((read_bits(votes, n) == np.array(message.bits, bool)).sum())
             found = WatermarkMatch(message.generator, matching, n, message.level(matching))

@@ -63,5 +63,8 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
     assert result["provenance_share"] == approx(
         result["provenance_stage"]["us_per_image"] * 1e-6 * rate["scan"], rel=1e-3
     )
+    mark = result["watermark"]
+    assert mark["images"] == 6 and sum(mark["corpus_levels_all"].values()) == 6 and mark["corpus_read_by_auto"] == 0
+    assert set(mark["ms_per_image"]) == {"512x512 PNG", "1024x1024 PNG", "1024x1024 JPEG", "4000x3000 JPEG"}
     hostile = result["hostile"]
     assert hostile["files"] == 19 and 0 < hostile["peak_rss_mb"] < 1536, hostile  # the README's bound: 1.5 GB
