@@ -104,34 +104,11 @@ def test_cluster_scan_of_a_bucket_matches_the_local_engine(cluster, bucket, mode
     source = f"s3://{BUCKET}/odd/"
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
     assert run_cli("scan", source, "-o", str(local_out), "--model", model_path).returncode == 0
-    proc = run_cli(
-        "scan",
-        source,
-        "-o",
-        str(ray_out),
-        "--model",
-        model_path,
-        "--engine",
-        "ray",
-        "--ray-address",
-        "auto",
-        env={**os.environ, **cluster},
-    )
+    ray_scan = ["scan", source, "-o", str(ray_out), "--model", model_path, "--engine", "ray", "--ray-address", "auto"]
+    proc = run_cli(*ray_scan, env={**os.environ, **cluster})
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     _same_verdicts(pd.read_parquet(local_out), pd.read_parquet(ray_out))
-    again = run_cli(
-        "scan",
-        source,
-        "-o",
-        str(ray_out),
-        "--model",
-        model_path,
-        "--engine",
-        "ray",
-        "--ray-address",
-        "auto",
-        env={**os.environ, **cluster},
-    )
+    again = run_cli(*ray_scan, env={**os.environ, **cluster})
     assert "4 skipped" in again.stderr.decode() and len(pd.read_parquet(ray_out)) == 4
     for run in (proc, again):
         assert secret.encode() not in run.stdout + run.stderr
