@@ -41,6 +41,7 @@ def test_hostile_folder_gives_one_row_per_image(tmp_path, model_path):
     assert "Traceback" not in stderr and "libjpeg" not in stderr
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_duplicates(tmp_path, model_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers.cli import run_cli
 from helpers.labelled import make_eval_folder
 
@@ -84,6 +85,7 @@ def test_eval_writes_report_consistent_with_its_predictions(tmp_path, model_path
     assert m["robustness"]["jpeg q90"]["count"] == 12 and "verdicts flipped" in err
 
 
+@pytest.mark.slow
 def test_eval_on_one_class_says_auc_is_undefined(tmp_path, model_path):
     data = make_eval_folder(tmp_path / "data", one_class=True)
     proc = run_cli("eval", str(data), "--model", model_path, "-o", str(tmp_path / "r"))

@@ -124,6 +124,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path, model_path):
     from helpers.images import hostile_corpus
 

@@ -88,6 +88,7 @@ def test_missing_bucket_is_one_clear_fatal_line(bucket, tmp_path, model_path):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_second_scan_into_a_locked_s3_output_refuses(bucket, tmp_path, model_path):
     from aidetect.io.s3 import S3PartStore
 

@@ -86,6 +86,7 @@ def reencoded_bytes(rgb: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_a_scan_reports_the_mark_and_lets_it_decide(tmp_path, model_path):
     folder = tmp_path / "in"
     folder.mkdir()
