@@ -49,6 +49,14 @@ class Row:
     height: int | None
     provenance: Provenance = NO_PROVENANCE
     prob_spread: float | None = None  # with --tta: max - min of the variants' P(ai)
+    outside: str | None = None  # why the image lies outside what the model learned (domain.py), or None
+
+    @property
+    def in_domain(self) -> bool | None:
+        """False outside the model's training domain; None when unknown (an error, or no record)."""
+        if self.error is not None or self.outside == "unknown":
+            return None
+        return self.outside is None
 
     @property
     def verdict(self) -> tuple[str | None, str | None]:

@@ -17,6 +17,7 @@ import aidetect
 from aidetect.errors import ExportError
 from aidetect.io.atomic import atomic_path
 from aidetect.pipeline.detector import METADATA_KEY
+from aidetect.pipeline.domain import Domain
 from aidetect.pipeline.preprocess import Preprocess
 from train.data import CLASS_NAMES
 from train.loop import build_model, read_checkpoint
@@ -69,6 +70,8 @@ def model_metadata(state: dict, test_metrics: dict | None = None, calibration: d
         },
         "data": state.get("data", {}),
     }
+    if state.get("data", {}).get("domain"):
+        meta["training"]["domain"] = state["data"]["domain"]
     meta["metrics"] = {"val": state.get("best") or {}, "test": test_metrics}
     if calibration:
         meta["temperature"] = calibration["temperature"]
@@ -88,6 +91,9 @@ def ensemble_metadata(states: list[dict]) -> dict:
     # Test-time variants follow what every member learned (see aidetect.pipeline.tta).
     meta["training"] = {"recipe": {"augment": augments[0] if all(a == augments[0] for a in augments) else {}}}
     meta["members"] = [{k: m[k] for k in ("name", "arch", "stem_stride", "training", "metrics")} for m in metas]
+    domains = [m["training"].get("domain") for m in metas]
+    if all(domains):
+        meta["training"]["domain"] = Domain.union([Domain.from_dict(d) for d in domains]).to_dict()
     return meta
 
 

@@ -24,6 +24,7 @@ from aidetect.errors import DataError
 from aidetect.evaluation.calibration import calibration_report
 from aidetect.evaluation.metrics import summarize
 from aidetect.io.atomic import atomic_path
+from aidetect.pipeline.domain import survey
 from aidetect.pipeline.preprocess import Preprocess
 from train import DEFAULT_ARCH
 from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, fingerprint, preload
@@ -102,6 +103,9 @@ class Trainer:
         self.std = torch.tensor(self.pre.std, device=self.device).view(1, 3, 1, 1) * 255
         self.run_dir = cfg.run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # What the images looked like, for the scanner's in_domain column (pipeline/domain.py).
+        found = survey([path for path, _ in splits.train])
+        self.domain = found.to_dict() if found else None
 
     # ---- data ---------------------------------------------------------------------
 
@@ -269,7 +273,11 @@ class Trainer:
             "config": _config_dict(self.cfg),
             "preprocess": self.pre.to_dict(),
             "rng": _rng_state(),
-            "data": {"counts": self.splits.counts(), "fingerprint": fingerprint(self.splits.train)},
+            "data": {
+                "counts": self.splits.counts(),
+                "fingerprint": fingerprint(self.splits.train),
+                "domain": self.domain,
+            },
         }
 
     def _checkpoint(self, record: dict) -> None:

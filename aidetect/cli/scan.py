@@ -174,6 +174,28 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+OUTSIDE_WORDS = {
+    "larger": "far larger than anything this model learned",
+    "smaller": "far smaller than anything this model learned",
+    "format": "in a format family it never learned",
+    "outside": "outside what this model learned",
+}
+
+
+def outside_line(result: ScanResult) -> str:
+    """How many verdicts are the model extrapolating (pipeline/domain.py has the rule)."""
+    judged = _count(result.scanned - result.errors, "image")
+    reasons = sorted(result.outside.items(), key=lambda item: -item[1])
+    if len(reasons) == 1:
+        reason, n = reasons[0]
+        head = f"{n} of {judged} are {OUTSIDE_WORDS.get(reason, reason)}"
+    else:
+        parts = ", ".join(f"{n} {OUTSIDE_WORDS.get(reason, reason)}" for reason, n in reasons)
+        head = f"{sum(result.outside.values())} of {judged} lie outside what this model learned ({parts})"
+    learned = f" (it learned {result.domain})" if result.domain else ""
+    return f"{head}{learned}; its verdicts on them are weak: see the model card (in_domain is false on their rows)"
+
+
 def summary_lines(result: ScanResult) -> list[str]:
     lines = [
         f"scanned {_count(result.scanned, 'image')} in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s) "
@@ -184,6 +206,8 @@ def summary_lines(result: ScanResult) -> list[str]:
         f"{_count(result.errors, 'error')}; {result.skipped} skipped "
         f"(already in the output, unchanged), {result.ignored} ignored (not images)",
     ]
+    if result.outside:
+        lines.append("  " + outside_line(result))
     if not result.scanned and not result.skipped:
         lines.append("  no image files found in the sources")
     if result.unreadable_dirs:

@@ -72,6 +72,8 @@ class ScanResult:
     seconds: float = 0.0
     unreadable_dirs: list[str] = field(default_factory=list)
     preview: list[Row] = field(default_factory=list)  # the first rows, shown for small scans
+    outside: dict[str, int] = field(default_factory=dict)  # images outside the model's domain, by reason
+    domain: str = ""  # what the model learned from, in words (pipeline/domain.py)
 
     PREVIEW_ROWS = 20
 
@@ -79,9 +81,13 @@ class ScanResult:
     def images_per_s(self) -> float:
         return self.scanned / self.seconds if self.seconds else 0.0
 
-    def tally(self, label: str | None, error: str | None, verdict_source: str | None) -> None:
+    def tally(
+        self, label: str | None, error: str | None, verdict_source: str | None, outside: str | None = None
+    ) -> None:
         """Count one row (both engines count the same columns, from rows or from a table)."""
         self.scanned += 1
+        if outside and outside != "unknown" and error is None:
+            self.outside[outside] = self.outside.get(outside, 0) + 1
         if error is not None:
             self.errors += 1
         elif label in ("ai", "real", "uncertain"):
@@ -90,7 +96,7 @@ class ScanResult:
 
     def tally_rows(self, rows: list[Row]) -> None:
         for row in rows:
-            self.tally(row.label, row.error, row.verdict[1])
+            self.tally(row.label, row.error, row.verdict[1], row.outside)
         room = self.PREVIEW_ROWS + 1 - len(self.preview)
         self.preview.extend(rows[: max(room, 0)])
 

@@ -140,6 +140,7 @@ class LocalEngine:
             model=worker.label,
             runtime=worker.runtime,
             decoder=f"DALI {'mixed (GPU)' if worker.device == 'gpu' else 'CPU'}",
+            domain=worker.domain.describe() if getattr(worker, "domain", None) else "",
         )
 
     def run(self, refs: Iterable[ImageRef] | None = None) -> ScanResult:

@@ -232,10 +232,11 @@ def commit_staged(store, staging: str, result: ScanResult) -> None:
     staged = open_store(staging)
     for name in staged.names():
         data = staged.get(name)
-        table = pq.read_table(pa.BufferReader(data), columns=["label", "error", "verdict_source", "model"])
+        table = pq.read_table(pa.BufferReader(data), columns=["label", "error", "verdict_source", "model", "in_domain"])
         result.model = result.model or next(iter(table.column("model").to_pylist()), "")
-        for label, error, source in zip(*(table.column(c).to_pylist() for c in ("label", "error", "verdict_source"))):
-            result.tally(label, error, source)
+        columns = ("label", "error", "verdict_source", "in_domain")
+        for label, error, source, inside in zip(*(table.column(c).to_pylist() for c in columns)):
+            result.tally(label, error, source, "outside" if inside is False else None)
         store.put(name, data)
         staged.delete(name)
     if isinstance(staged, LocalPartStore) and os.path.isdir(staging):

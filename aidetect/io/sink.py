@@ -42,6 +42,7 @@ SCHEMA = pa.schema(
         pa.field("provenance_partial", pa.bool_()),
         pa.field("watermark_bits", pa.string()),
         pa.field("source_type", pa.string()),
+        pa.field("in_domain", pa.bool_()),
     ]
 )
 
@@ -133,5 +134,6 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "provenance_partial": [r.provenance.partial or None for r in rows],
         "watermark_bits": [r.provenance.watermark_bits for r in rows],
         "source_type": [r.provenance.source_type for r in rows],
+        "in_domain": [r.in_domain for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)

@@ -13,6 +13,7 @@ import numpy as np
 from aidetect.io.s3 import is_s3, open_object
 from aidetect.pipeline.decode import BatchDecoder, Decoded
 from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.domain import domain_of
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.provenance import inspect as inspect_provenance
 from aidetect.pipeline.provenance import with_watermark
@@ -55,6 +56,7 @@ class BatchWorker:
         self.detector, self.decoder, self.threshold = detector, decoder, threshold
         self.limits, self.provenance, self.c2pa_trust = limits, provenance, c2pa_trust
         self.watermarks = watermarks
+        self.domain = domain_of(detector.info.metadata)
         self.tta = None
         if tta:
             names = variants_for(detector.info.metadata)
@@ -111,7 +113,8 @@ class BatchWorker:
             # Python float compares in float32, where the threshold can round onto the score.
             p = float(p)
             label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
-            rows.append(Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread))
+            outside = self.domain.outside(d.width, d.height, e.format) if self.domain else "unknown"
+            rows.append(Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread, outside))
         return rows
 
     def judge(self, refs: list[ImageRef]) -> list[Row]:

@@ -176,6 +176,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
     assert METADATA_KEYS <= set(meta)
     assert meta["class_names"] == ["real", "ai"] and meta["preprocess"]["input_size"] == 32
     assert meta["training"]["data"]["counts"]["train"] == {"real": 9, "ai": 9}
+    assert meta["training"]["domain"] == {"short_side": [40, 40], "formats": ["JPEG"]}  # for in_domain
     assert meta["metrics"]["test"]["count"] == 8 and "confusion" in meta["metrics"]["test"]
     assert meta["temperature"] == records[2]["calibration"]["temperature"] and "calibration" in meta
     dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -216,6 +217,7 @@ def check_ensemble_export(tmp_path: Path, test_dir: Path, batch: np.ndarray) -> 
     meta = compact.info.metadata
     assert meta["name"].startswith("mean(") and len(meta["members"]) == 2
     assert meta["weights"].startswith("int8") and meta["preprocess"]["input_size"] == 32
+    assert meta["training"]["domain"] == {"short_side": [40, 40], "formats": ["JPEG"]}  # the members' union
     assert isinstance(module_for(meta), LogitMean)  # the benchmark's PyTorch baseline
     assert np.abs(ensemble.margins(batch) - compact.margins(batch)).max() < 0.25
 
