@@ -18,10 +18,12 @@ _PILLOW_BYTES = {"1": 2, "L": 2, "LA": 3, "La": 3, "P": 4, "PA": 5, "RGB": 4, "I
 _PILLOW_DEFAULT_BYTES = 7  # RGBA, CMYK, YCbCr, ...
 _JPEG_BYTES = 4  # RGB array, plus its upright copy when EXIF turns it
 _DALI_BYTES = 6  # decoded RGB plus the resize's working buffers
+_WATERMARK_BYTES = 16  # an RGB decode, its array copy and the U plane's float32 temporaries
 
 
 def decode_cost(item: Encoded, path: str) -> int:
-    """Bytes of memory decoding `item` takes at its peak on `path` ("dali", "jpeg", "jpeg-reduced", "pillow")."""
+    """Bytes of memory decoding `item` takes at its peak on `path` ("dali", "jpeg", "jpeg-reduced", "pillow",
+    "watermark": a full-size decode read for the watermark too)."""
     pixels = (item.width or 0) * (item.height or 0)
     if path == "jpeg-reduced":
         return pixels * 3 // 4  # at most half size each way
@@ -29,6 +31,8 @@ def decode_cost(item: Encoded, path: str) -> int:
         return pixels * _JPEG_BYTES
     if path == "dali":
         return pixels * _DALI_BYTES
+    if path == "watermark":
+        return pixels * _WATERMARK_BYTES
     mode = "I" if item.mode.startswith("I") else item.mode
     return pixels * _PILLOW_BYTES.get(mode, _PILLOW_DEFAULT_BYTES)
 

@@ -30,6 +30,7 @@ from aidetect.pipeline.preprocess import (
     upright,
 )
 from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, short_message
+from aidetect.pipeline.watermark import WatermarkMatch, best_match
 from aidetect.records import ImageRef
 
 # Formats the DALI decoder reads; the rest (GIF, HEIC, AVIF, ...) are decoded by Pillow.
@@ -45,6 +46,7 @@ class Decoded:
     width: int | None = None  # as displayed, after EXIF orientation
     height: int | None = None
     error: str | None = None
+    watermark: WatermarkMatch | None = None  # read from the same full-size decode, when asked
 
 
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
@@ -77,16 +79,19 @@ def pillow_decode(item: Encoded, pre: Preprocess, reduced: bool = False) -> Deco
     JPEGs go to libjpeg-turbo in strict mode (damaged data is an error, not grey pixels);
     `reduced` decodes a large one at 1/2, 1/4 or 1/8 size (DCT scaling, never below twice the
     resize target): several times faster when the photo is far larger than the model input.
-    Other formats, and JPEGs in colour spaces libjpeg-turbo cannot make RGB (CMYK), go to Pillow."""
+    Other formats, and JPEGs in colour spaces libjpeg-turbo cannot make RGB (CMYK), go to Pillow.
+    A file that `wants_watermark` is decoded at full size and read for the watermark from that
+    same decode, so it is decoded once."""
     try:
         if item.format in ("JPEG", "MPO"):
             try:
-                return _jpeg_decode(item, pre, reduced)
+                return _jpeg_decode(item, pre, reduced and not item.wants_watermark)
             except LookupError:
                 pass
         image = open_upright(item.data)
         width, height = image.size
-        return Decoded(item.ref, center_crop(resized_rgb(image, pre), pre), width, height)
+        mark = best_match(np.asarray(image)) if item.wants_watermark and image.mode == "RGB" else None
+        return Decoded(item.ref, center_crop(resized_rgb(image, pre), pre), width, height, watermark=mark)
     except Exception as exc:
         return Decoded(item.ref, None, error=_decode_error(item.format, exc))
 
@@ -98,9 +103,11 @@ def _jpeg_decode(item: Encoded, pre: Preprocess, reduced: bool) -> Decoded:
     if reduced:
         array = jpeg.decode_rgb(item.data, reduced_min_size(stored, item.orientation, pre))
         pixels = finish_reduced(array, stored, item.orientation, pre)
-    else:
-        pixels = resized_rgb(upright(jpeg.decode_rgb(item.data), item.orientation), pre)
-    return Decoded(item.ref, center_crop(pixels, pre), width, height)
+        return Decoded(item.ref, center_crop(pixels, pre), width, height)
+    array = jpeg.decode_rgb(item.data)  # stored orientation: where the watermark was written
+    mark = best_match(array) if item.wants_watermark else None
+    pixels = resized_rgb(upright(array, item.orientation), pre)
+    return Decoded(item.ref, center_crop(pixels, pre), width, height, watermark=mark)
 
 
 def wants_reduced_decode(item: Encoded, pre: Preprocess) -> bool:
@@ -175,7 +182,7 @@ class BatchDecoder:
         return out  # type: ignore[return-value]
 
     def _takes_dali(self, item: Encoded) -> bool:
-        if item.format not in DALI_FORMATS or is_extreme(item):
+        if item.format not in DALI_FORMATS or is_extreme(item) or item.wants_watermark:
             return False
         if item.format in ("JPEG", "MPO"):
             return self.device == "gpu"
@@ -188,7 +195,10 @@ class BatchDecoder:
 
     def _cpu_job(self, item: Encoded, reduced: bool = False) -> tuple[TimedJob, Future]:
         strict_jpeg = item.format in ("JPEG", "MPO") and item.mode in ("RGB", "L")
+        reduced = reduced and not item.wants_watermark
         path = ("jpeg-reduced" if reduced else "jpeg") if strict_jpeg else "pillow"
+        if item.wants_watermark:
+            path = "watermark"
         return self._submit(item, path, pillow_decode, item, self.pre, reduced)
 
     def _collect(self, item: Encoded, timed: TimedJob, future: Future) -> Decoded:

@@ -38,6 +38,7 @@ class Encoded:
     height: int | None = None
     orientation: int = 1  # EXIF orientation of JPEGs (1: as stored)
     mode: str = "RGB"  # Pillow's mode: what decoding it costs in memory
+    wants_watermark: bool = False  # read the watermark from the full-size decode (watermark.py)
     provenance: Provenance = NO_PROVENANCE  # filled by the provenance stage, when it runs
 
 

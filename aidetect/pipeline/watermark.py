@@ -104,6 +104,17 @@ def block_votes(plane: np.ndarray) -> np.ndarray:
     return (values % SCALE > 0.5 * SCALE).astype(np.float64)
 
 
+BAND = 256  # rows of pixels a time (a multiple of 8: whole block rows), so big images need little memory
+
+
+def _votes_in_bands(rgb: np.ndarray, swap: bool) -> np.ndarray:
+    """block_votes over the whole image, computed a band of rows at a time (the votes of a block
+    row depend on its 8 pixel rows only, so the concatenation is the same sequence)."""
+    rows = rgb.shape[0] // 8 * 8
+    bands = [block_votes(u_plane(rgb[r : min(r + BAND, rows)], swap)) for r in range(0, rows, BAND)]
+    return np.concatenate(bands) if bands else np.zeros(0)
+
+
 def read_bits(votes: np.ndarray, length: int) -> np.ndarray:
     """The message of `length` bits the votes spell: each bit the majority of the blocks that carry it."""
     sums = np.bincount(np.arange(len(votes)) % length, weights=votes, minlength=length)
@@ -118,7 +129,7 @@ def best_match(rgb: np.ndarray) -> WatermarkMatch | None:
         return None
     best: WatermarkMatch | None = None
     for swap in (False, True):
-        votes = block_votes(u_plane(rgb, swap))
+        votes = _votes_in_bands(rgb, swap)
         for message in MESSAGES:
             n = len(message.bits)
             if len(votes) < n or (swap and not message.either_order):

@@ -19,7 +19,7 @@ from aidetect.pipeline.provenance import inspect as inspect_provenance
 from aidetect.pipeline.provenance import with_watermark
 from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load, open_local
 from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, TTAScorer, variants_for
-from aidetect.pipeline.watermark import checks_watermark, read_watermark
+from aidetect.pipeline.watermark import checks_watermark
 from aidetect.records import ImageRef, Row
 
 
@@ -80,10 +80,8 @@ class BatchWorker:
         item = load(ref, self.limits, open_ref)
         if self.provenance and item.data:
             item.provenance = inspect_provenance(item.data, item.format, self.c2pa_trust)
-        if item.data and checks_watermark(item, self.watermarks):
-            cost = (item.width or 0) * (item.height or 0) * 4  # RGB plus the U plane's floats
-            with self.decoder.budget.hold(min(cost, self.decoder.budget.capacity)):
-                item.provenance = with_watermark(item.provenance, read_watermark(item.data))
+        # Read by the decoder from its full-size decode of the image, not decoded twice.
+        item.wants_watermark = bool(item.data) and checks_watermark(item, self.watermarks)
         return item
 
     def decode(self, batch: list[Encoded]) -> tuple[list[Encoded], list[Decoded]]:
@@ -105,6 +103,8 @@ class BatchWorker:
         scores = iter(zip(*self.score([d.pixels for d in decoded if d.error is None])))
         rows = []
         for e, d in zip(encoded, decoded):
+            if e.wants_watermark:
+                e.provenance = with_watermark(e.provenance, d.watermark)
             if d.error is not None:
                 rows.append(Row(d.ref, None, None, d.error, d.width, d.height, e.provenance))
                 continue
