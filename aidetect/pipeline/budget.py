@@ -69,18 +69,19 @@ class TimedJob:
     def __init__(self, budget: MemoryBudget, cost: int, fn: Callable, *args) -> None:
         self.budget, self.cost, self.fn, self.args = budget, cost, fn, args
         self.started: float | None = None
+        self.future: Future | None = None  # set by whoever submits it
 
     def __call__(self):
         with self.budget.hold(self.cost):
             self.started = time.monotonic()
             return self.fn(*self.args)
 
-    def result(self, future: Future, timeout: float):
+    def result(self, timeout: float):
         """The function's result, or raises TimeoutError once it has run `timeout` seconds."""
         while True:
             wait = 0.05 if self.started is None else self.started + timeout - time.monotonic()
             try:
-                return future.result(timeout=max(wait, 0))
+                return self.future.result(timeout=max(wait, 0))
             except FutureTimeout:
                 if self.started is not None and time.monotonic() >= self.started + timeout:
                     raise TimeoutError from None

@@ -9,7 +9,7 @@ decodes it or says what is wrong with it. Memory and time per image are bounded 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,6 +159,7 @@ class BatchDecoder:
         self.reduce_on_cpu = device == "cpu"  # DCT-scaled JPEG decoding (the bench turns it off)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="pillow")
         self.dali_runner = ThreadPoolExecutor(1, thread_name_prefix="dali")
+        self._queued: list[TimedJob] = []  # CPU jobs submitted and not yet collected
 
     def decode(self, items: Sequence[Encoded]) -> list[Decoded]:
         out: list[Decoded | None] = [None] * len(items)
@@ -178,7 +179,7 @@ class BatchDecoder:
         for group in self._groups(items, dali_idx):
             self._decode_dali(items, group, out)
         for i, job in cpu_jobs:
-            out[i] = self._collect(items[i], *job)
+            out[i] = self._collect(items[i], job)
         return out  # type: ignore[return-value]
 
     def _takes_dali(self, item: Encoded) -> bool:
@@ -188,30 +189,39 @@ class BatchDecoder:
             return self.device == "gpu"
         return (item.width or 0) * (item.height or 0) <= self.limits.dali_max_pixels
 
-    def _submit(self, item: Encoded, path: str, fn: Callable, *args) -> tuple[TimedJob, Future]:
+    def _submit(self, item: Encoded, path: str, fn: Callable, *args) -> TimedJob:
         """Queue CPU work on one item, costed by the path it takes (see `decode_cost`)."""
         timed = TimedJob(self.budget, self.budget.cost([item], path), fn, *args)
-        return timed, self.pool.submit(timed)
+        timed.future = self.pool.submit(timed)
+        self._queued.append(timed)
+        return timed
 
-    def _cpu_job(self, item: Encoded, reduced: bool = False) -> tuple[TimedJob, Future]:
-        strict_jpeg = item.format in ("JPEG", "MPO") and item.mode in ("RGB", "L")
-        reduced = reduced and not item.wants_watermark
-        path = ("jpeg-reduced" if reduced else "jpeg") if strict_jpeg else "pillow"
-        if item.wants_watermark:
-            path = "watermark"
+    def _cpu_job(self, item: Encoded, reduced: bool = False) -> TimedJob:
+        if item.wants_watermark:  # read from the full-size decode: never the reduced one
+            path, reduced = "watermark", False
+        elif item.format in ("JPEG", "MPO") and item.mode in ("RGB", "L"):
+            path = "jpeg-reduced" if reduced else "jpeg"
+        else:
+            path = "pillow"
         return self._submit(item, path, pillow_decode, item, self.pre, reduced)
 
-    def _collect(self, item: Encoded, timed: TimedJob, future: Future) -> Decoded:
+    def _collect(self, item: Encoded, timed: TimedJob) -> Decoded:
         try:
-            return timed.result(future, self.limits.decode_timeout)
+            return timed.result(self.limits.decode_timeout)
         except TimeoutError:
             self._abandon_pool()
             return Decoded(item.ref, None, error=f"decode timed out after {self.limits.decode_timeout:g} s")
+        finally:
+            self._queued.remove(timed)
 
     def _abandon_pool(self) -> None:
-        """A thread stuck in native code cannot be stopped: leave it, and queue new work elsewhere."""
+        """A thread stuck in native code cannot be stopped: leave it, and move the jobs still
+        queued behind it to a fresh pool (else they would wait for the stuck decode to end)."""
         self.pool.shutdown(wait=False)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="pillow")
+        for timed in self._queued:
+            if timed.future.cancel():
+                timed.future = self.pool.submit(timed)
 
     def _strict_jpeg_check(self, items: Sequence[Encoded], idx: list[int], out: list) -> list[int]:
         """nvJPEG fills damaged data with grey: check JPEGs strictly (1/8 scale) first."""
@@ -220,7 +230,7 @@ class BatchDecoder:
             if items[i].format in ("JPEG", "MPO"):
                 checks.append((i, self._submit(items[i], "jpeg-reduced", _jpeg_intact, items[i])))
         for i, job in checks:
-            verdict = self._collect(items[i], *job)
+            verdict = self._collect(items[i], job)
             if verdict.error is not None:
                 out[i] = verdict
         return [i for i in idx if out[i] is None]
@@ -245,7 +255,8 @@ class BatchDecoder:
             self.budget, self.budget.cost([items[i] for i in idx], "dali"), self.dali.run, [items[i].data for i in idx]
         )
         try:
-            results = timed.result(self.dali_runner.submit(timed), self.limits.decode_timeout)
+            timed.future = self.dali_runner.submit(timed)
+            results = timed.result(self.limits.decode_timeout)
         except TimeoutError:
             # The pipeline is busy until its run ends: leave it, and decode each file alone, so
             # only the slow one times out.
@@ -254,11 +265,11 @@ class BatchDecoder:
             self.dali = DaliDecoder(self.pre, self.batch_size, self.device, self.threads)
             jobs = [(i, self._cpu_job(items[i])) for i in idx]
             for i, job in jobs:
-                out[i] = self._collect(items[i], *job)
+                out[i] = self._collect(items[i], job)
             return
         except Exception:
             if len(idx) == 1:
-                out[idx[0]] = self._collect(items[idx[0]], *self._cpu_job(items[idx[0]]))
+                out[idx[0]] = self._collect(items[idx[0]], self._cpu_job(items[idx[0]]))
                 return
             half = len(idx) // 2
             self._decode_dali(items, idx[:half], out)

@@ -11,6 +11,7 @@ from helpers.images import encode, hostile_corpus, jpeg, photo
 from aidetect.io.sources import walk_images
 from aidetect.pipeline.decode import BatchDecoder
 from aidetect.pipeline.detector import Detector
+from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.preprocess import Preprocess
 from aidetect.pipeline.read import load
 from aidetect.records import ImageRef
@@ -83,3 +84,32 @@ def test_reduced_size_decode_of_large_photos_barely_moves_verdicts(model_path):
     p_full, p_reduced = det.predict(pre.normalize(np.stack(full))), det.predict(pre.normalize(np.stack(reduced)))
     assert np.abs(p_full - p_reduced).max() < 0.02
     assert ((p_full >= 0.5) == (p_reduced >= 0.5)).all()
+
+
+def test_work_queued_behind_a_stuck_decode_moves_to_a_fresh_pool(tmp_path):
+    """A decode that never returns (here: one waiting on an event, as a native decoder stuck in a
+    loop would) times out, and the files queued behind it on the same thread still decode."""
+    import threading
+
+    decoder = BatchDecoder(PRE, batch_size=8, threads=1, limits=Limits(decode_timeout=0.2))
+    release = threading.Event()
+    items = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(encode(photo(40, 40, seed=i), "PNG"))
+        items.append(load(ImageRef(str(path), str(path), path.stat().st_size, 0)))
+    stuck = decoder._submit(items[0], "pillow", release.wait)
+    queued = [decoder._cpu_job(item) for item in items[1:]]
+    try:
+        assert decoder._collect(items[0], stuck).error == "decode timed out after 0.2 s"
+        done: list = []
+        collector = threading.Thread(
+            target=lambda: done.extend(decoder._collect(item, job) for item, job in zip(items[1:], queued))
+        )
+        collector.start()
+        collector.join(30)  # a guard against hanging the suite, not a speed limit: stuck, it never ends
+        assert not collector.is_alive(), "the queued files waited for the stuck decode"
+        assert len(done) == 2 and all(d.error is None and d.pixels.shape == (32, 32, 3) for d in done)
+        assert not release.is_set()  # the stuck one is still stuck: the others did not wait for it
+    finally:
+        release.set()
