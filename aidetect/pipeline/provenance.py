@@ -285,14 +285,13 @@ def generator_in(text: str | None) -> str | None:
     return None
 
 
-def metadata_evidence(found: Container) -> list[Evidence]:
-    """Evidence from XMP, text chunks and EXIF (everything but C2PA)."""
+def metadata_evidence(found: Container, xmp_codes: list[str]) -> list[Evidence]:
+    """Evidence from XMP (its IPTC source types already read: `xmp_source_types`), text chunks
+    and EXIF (everything but C2PA)."""
     evidence = []
-    xmp = (found.xmp or "")[:XMP_MAX]
-    creator = _CREATOR.search(xmp)
+    creator = _CREATOR.search((found.xmp or "")[:XMP_MAX])
     tool = generator_in(creator.group(1)) if creator else None
-    for match in _DST.finditer(xmp):
-        code = match.group(1).rsplit("/", 1)[-1]
+    for code in xmp_codes:
         if code == IPTC_AI:
             evidence.append(Evidence("iptc-digital-source-type", tool, True))
         elif code in IPTC_AI_EDITED:
@@ -370,8 +369,9 @@ def _claim_generator(manifest: dict) -> str | None:
 def inspect(data: bytes, fmt: str | None, trust_pem: str | None = None) -> Provenance:
     """The strongest evidence in an image's bytes (decisive evidence first)."""
     found = walk(data, fmt)
-    evidence = metadata_evidence(found)
-    state, codes = None, _xmp_source_types(found.xmp)
+    codes = xmp_source_types(found.xmp)
+    evidence = metadata_evidence(found, codes)
+    state = None
     if found.c2pa:
         c2pa_found, state, c2pa_codes = c2pa_evidence(data, fmt, trust_pem)
         evidence.append(c2pa_found)
@@ -379,12 +379,17 @@ def inspect(data: bytes, fmt: str | None, trust_pem: str | None = None) -> Prove
     source_type = next((t for t in IPTC_SOURCE_TYPES if t in codes), None)
     if not evidence:
         return Provenance(c2pa_state=state, partial=found.partial, source_type=source_type)
-    best = min(evidence, key=lambda e: (not e.decisive, STRENGTH.index(e.kind)))
+    best = min(evidence, key=_rank)
     generator = best.generator or next((e.generator for e in evidence if e.generator), None)
     return Provenance(best.kind, generator, state, best.decisive, best.says, found.partial, source_type=source_type)
 
 
-def _xmp_source_types(xmp: str | None) -> list[str]:
+def _rank(evidence: Evidence | Provenance) -> tuple[bool, int]:
+    """Decisive evidence first, then by STRENGTH."""
+    return not evidence.decisive, STRENGTH.index(evidence.kind)
+
+
+def xmp_source_types(xmp: str | None) -> list[str]:
     return [m.group(1).rsplit("/", 1)[-1] for m in _DST.finditer((xmp or "")[:XMP_MAX])]
 
 
@@ -398,9 +403,6 @@ def with_watermark(found: Provenance, match) -> Provenance:
     if match.level not in ("likely", "very likely"):
         return found
     mark = Evidence("sd-watermark", match.generator, match.decisive)
-    if found.kind is not None and (not found.decisive, STRENGTH.index(found.kind)) <= (
-        not mark.decisive,
-        STRENGTH.index(mark.kind),
-    ):
+    if found.kind is not None and _rank(found) <= _rank(mark):
         return found
     return replace(found, kind=mark.kind, generator=mark.generator, decisive=mark.decisive, says=mark.says)
