@@ -9,8 +9,11 @@ and resume needs each object's ETag, size and last-modified time from the listin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -216,10 +219,6 @@ class S3PartStore:
     RENEW_S = 60
 
     def lock(self) -> None:
-        import json
-        import socket
-        import time
-
         held = self._read_lock()
         if held and held.get("expires", 0) > time.time():
             raise S3Error(
@@ -230,9 +229,7 @@ class S3PartStore:
             self.delete(self.LOCK)
         self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "token": os.urandom(8).hex()}
         try:
-            client().put_object(
-                Bucket=self.bucket, Key=self.prefix + self.LOCK, Body=self._lease(json, time), IfNoneMatch="*"
-            )
+            client().put_object(Bucket=self.bucket, Key=self.prefix + self.LOCK, Body=self._lease(), IfNoneMatch="*")
         except Exception as exc:
             if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise S3Error(f"{self.uri} is being written by another scan (it took the lock first)") from None
@@ -241,12 +238,10 @@ class S3PartStore:
         self._renewer = threading.Thread(target=self._renew, name="s3-lock", daemon=True)
         self._renewer.start()
 
-    def _lease(self, json, time) -> bytes:
+    def _lease(self) -> bytes:
         return json.dumps({**self._owner, "expires": time.time() + self.LEASE_S}).encode()
 
     def _read_lock(self) -> dict | None:
-        import json
-
         try:
             return json.loads(self.get(self.LOCK))
         except Exception as exc:
@@ -255,12 +250,9 @@ class S3PartStore:
             return {"expires": 0}  # unreadable: treat as stale
 
     def _renew(self) -> None:
-        import json
-        import time
-
         while not self._stop.wait(self.RENEW_S):
             try:
-                self.put(self.LOCK, self._lease(json, time))
+                self.put(self.LOCK, self._lease())
             except Exception:
                 pass  # the next renewal tries again; the lease covers five missed ones
 
