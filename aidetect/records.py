@@ -50,6 +50,8 @@ class Row:
     provenance: Provenance = NO_PROVENANCE
     prob_spread: float | None = None  # with --tta: max - min of the variants' P(ai)
     outside: str | None = None  # why the image lies outside what the model learned (domain.py), or None
+    crops: int | None = None  # windows the model scored (views.py); None on error rows
+    prob_ai_max: float | None = None  # the highest window's P(ai), when more than one was scored
 
     @property
     def in_domain(self) -> bool | None:

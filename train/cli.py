@@ -52,6 +52,23 @@ def train(
         "optimiser and schedule; for a second cosine cycle or fine-tuning on new data.",
     ),
     seed: int = typer.Option(0, help="Seed for the split, the shuffling and the weights."),
+    view: str = typer.Option(
+        "resize",
+        help="What the model sees. resize: the shorter side resized to --img-size, centre square (fast; for small "
+        "images such as CIFAKE's 32 px). crop: --img-size windows at native resolution, no resize (for large photos "
+        "from the wild: the traces generators leave live in the finest pixels; costs one inference per window).",
+    ),
+    crops: int = typer.Option(
+        None,
+        help="With --view crop: windows scored per image in validation, eval and scans (1 centre; 5 corners and "
+        "centre; 4, 9, 16 a grid); stored in the model, `scan --crops` overrides it. Default: 1 (resize), 5 (crop).",
+    ),
+    combine: str = typer.Option(
+        "mean",
+        help="With --view crop: how the windows' logits become one score. mean (every window votes: a fully "
+        "generated image scores high, one odd window cannot flip a photo) or max (the most AI-looking window "
+        "decides: finds a generated patch in a real photo, at more false positives). prob_ai_max is written either way.",
+    ),
     crop_padding: int = typer.Option(4, help="Random-crop padding in pixels (reflect); 0 crops without padding."),
     aug_jpeg: float = typer.Option(0.0, help="Robustness: probability of a JPEG re-encode at quality 50-95."),
     aug_rescale: float = typer.Option(0.0, help="Robustness: probability of a 0.5-0.9x down- and up-scale."),
@@ -83,6 +100,9 @@ def train(
         seed=seed,
         cache_gb=cache_gb,
         augment=Augment(crop_padding=crop_padding, jpeg=aug_jpeg, rescale=aug_rescale, blur=aug_blur),
+        view=view,
+        crops=crops if crops is not None else (5 if view == "crop" else 1),
+        combine=combine,
     )
     try:
         run_training(cfg, str(resume) if resume else None, str(init) if init else None)

@@ -27,7 +27,8 @@ from aidetect.evaluation.labels import (
     stratified_split,
     subdirs,
 )
-from aidetect.pipeline.preprocess import Preprocess, center_crop, open_rgb, resized_rgb
+from aidetect.pipeline.preprocess import Preprocess, open_upright
+from aidetect.pipeline.views import view_base, view_windows
 
 __all__ = ["CLASS_NAMES", "DataError", "Splits", "find_splits", "labelled_items"]
 
@@ -75,22 +76,23 @@ def fingerprint(items: Sequence[Item]) -> str:
 # ---- loading -----------------------------------------------------------------------
 
 
-def _load_resized(args: tuple[str, Preprocess]) -> np.ndarray | str:
+def _load_base(args: tuple[str, Preprocess]) -> np.ndarray | str:
     path, pre = args
     try:
-        return resized_rgb(open_rgb(path), pre)
+        return view_base(open_upright(path), pre)
     except Exception as exc:  # any decode failure is reported per file, not fatal
         return f"{type(exc).__name__}: {exc}"
 
 
 def preload(items: Sequence[Item], pre: Preprocess, workers: int) -> tuple[list[np.ndarray], list[str]]:
-    """Decode and resize every image once, in parallel; return arrays and unreadable paths."""
+    """Decode every image once into the array its view cuts windows from (resized, or native
+    for the crop view), in parallel; return arrays and unreadable paths."""
     jobs = [(path, pre) for path, _ in items]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_load_resized, jobs, chunksize=256))
+            results = list(pool.map(_load_base, jobs, chunksize=256))
     else:
-        results = [_load_resized(job) for job in jobs]
+        results = [_load_base(job) for job in jobs]
     bad = [path for (path, _), r in zip(items, results) if isinstance(r, str)]
     return [r for r in results if not isinstance(r, str)], bad
 
@@ -124,15 +126,38 @@ def _robustness(array: np.ndarray, aug: Augment, rng: random.Random) -> np.ndarr
 
 
 def random_crop(array: np.ndarray, size: int, padding: int, rng: random.Random) -> np.ndarray:
+    """A random `size` window (after reflect-padding by `padding`), made RGB if grey."""
     if padding:
-        array = np.pad(array, ((padding, padding), (padding, padding), (0, 0)), mode="reflect")
+        pad = ((padding, padding), (padding, padding)) + ((0, 0),) * (array.ndim - 2)
+        array = np.pad(array, pad, mode="reflect")
     top = rng.randint(0, array.shape[0] - size)
     left = rng.randint(0, array.shape[1] - size)
-    return array[top : top + size, left : left + size]
+    window = array[top : top + size, left : left + size]
+    return np.repeat(window[..., None], 3, axis=2) if window.ndim == 2 else window
+
+
+def mean_pixels(paths: Sequence[str], limit: int = 200) -> float:
+    """Mean pixels per image from the headers of an evenly spaced sample (to size the cache)."""
+    step = max(1, len(paths) // limit)
+    sizes = []
+    for path in paths[::step]:
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.width * image.height)
+        except Exception:  # unreadable files are reported by the decode itself
+            continue
+    return float(np.mean(sizes)) if sizes else 0.0
+
+
+def collate_windows(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Samples of one or more windows each -> (all windows, labels, windows per sample)."""
+    return torch.cat([w for w, _ in batch]), torch.tensor([label for _, label in batch]), [len(w) for w, _ in batch]
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """(uint8 CHW tensor, label) pairs; normalisation happens on the batch, on the device."""
+    """(uint8 windows x C x H x W tensor, label) pairs: one random window when training (the
+    seed's padded random crop in the resize view; a window at native resolution in the crop
+    view), the view's evaluation windows otherwise. Normalisation happens on the device."""
 
     def __init__(
         self,
@@ -152,13 +177,14 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[index]
-        array = self.cache[index] if self.cache is not None else resized_rgb(open_rgb(path), self.pre)
-        if self.train:
-            rng = random.Random(hash((self.epoch_seed, index)))
-            array = _robustness(array, self.aug, rng)
-            array = random_crop(array, self.pre.input_size, self.aug.crop_padding, rng)
-            if self.aug.flip and rng.random() < 0.5:
-                array = array[:, ::-1]
-        else:
-            array = center_crop(array, self.pre)
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), label
+        base = self.cache[index] if self.cache is not None else view_base(open_upright(path), self.pre)
+        if not self.train:
+            return torch.from_numpy(np.ascontiguousarray(view_windows(base, self.pre).transpose(0, 3, 1, 2))), label
+        rng = random.Random(hash((self.epoch_seed, index)))
+        if self.pre.view == "resize":
+            window = random_crop(_robustness(base, self.aug, rng), self.pre.input_size, self.aug.crop_padding, rng)
+        else:  # native pixels: no padding, and the robustness changes apply to the window itself
+            window = _robustness(random_crop(base, self.pre.input_size, 0, rng), self.aug, rng)
+        if self.aug.flip and rng.random() < 0.5:
+            window = window[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1)))[None], label

@@ -48,7 +48,7 @@ def base_metadata(arch: str, stem_stride: int, pre: Preprocess) -> dict:
         "name": arch if stem_stride == 2 else f"{arch}-s1",
         "arch": arch,
         "stem_stride": stem_stride,
-        "preprocess": {**pre.to_dict(), "resize": "shorter-side", "crop": "center"},
+        "preprocess": {**pre.to_dict(), **_view_notes(pre)},
         "class_names": list(CLASS_NAMES),
         "ai_index": CLASS_NAMES.index("ai"),
         "output": "logits",
@@ -57,6 +57,13 @@ def base_metadata(arch: str, stem_stride: int, pre: Preprocess) -> dict:
         "aidetect_version": aidetect.__version__,
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _view_notes(pre: Preprocess) -> dict:
+    """Words for people reading the metadata; the scanner reads `view`, `crops` and `combine`."""
+    if pre.view == "resize":
+        return {"resize": "shorter-side", "crop": "center"}
+    return {"resize": "none (smaller images: shorter side up to input_size)", "crop": f"{pre.crops} windows"}
 
 
 def model_metadata(state: dict, test_metrics: dict | None = None, calibration: dict | None = None) -> dict:
@@ -83,7 +90,7 @@ def ensemble_metadata(states: list[dict]) -> dict:
     """One file's metadata for the mean of several checkpoints; each member's story is kept."""
     metas = [model_metadata(state) for state in states]
     if len({json.dumps(m["preprocess"], sort_keys=True) for m in metas}) > 1:
-        raise ValueError("the checkpoints differ in input size or normalisation; an ensemble needs one input")
+        raise ValueError("the checkpoints differ in input size, normalisation or view; an ensemble needs one input")
     augments = [m["training"]["recipe"]["augment"] for m in metas]
     meta = base_metadata("ensemble", 2, Preprocess.from_dict(states[0]["preprocess"]))
     del meta["stem_stride"]

@@ -26,8 +26,9 @@ from aidetect.evaluation.metrics import summarize
 from aidetect.io.atomic import atomic_path
 from aidetect.pipeline.domain import survey
 from aidetect.pipeline.preprocess import Preprocess
+from aidetect.pipeline.scoring import ai_margin, combine_logits
 from train import DEFAULT_ARCH
-from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, fingerprint, preload
+from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, collate_windows, fingerprint, mean_pixels, preload
 from train.model import create_detector
 
 UNREADABLE_LIMIT = 0.01  # refuse a data set when more than this fraction will not decode
@@ -53,6 +54,9 @@ class TrainConfig:
     seed: int = 0
     cache_gb: float = 4.0
     augment: Augment = field(default_factory=Augment)
+    view: str = "resize"  # views.py: resize, or crop (windows at native resolution)
+    crops: int = 1  # windows a crop-view model scores per image in evaluation and scans
+    combine: str = "mean"  # how those windows' logits become one: mean or max
     max_train_images: int | None = None
     init: str | None = None  # the checkpoint a warm start took its weights from
 
@@ -89,7 +93,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, splits: Splits, console: Console) -> None:
         self.cfg, self.splits, self.console = cfg, splits, console
         self.device = pick_device(cfg.device)
-        self.pre = Preprocess(input_size=cfg.img_size, resize_size=cfg.img_size)
+        self.pre = Preprocess(
+            input_size=cfg.img_size, resize_size=cfg.img_size, view=cfg.view, crops=cfg.crops, combine=cfg.combine
+        )
         _seed_everything(cfg.seed)
         self.model = build_model(cfg.arch, cfg.img_size, cfg.stem_stride).to(self.device)
         if self.device.type == "cuda":
@@ -114,7 +120,11 @@ class Trainer:
         splits = self.splits
         named = [("train", splits.train), ("val", splits.val), ("test", splits.test)]
         total = sum(len(items) for _, items in named)
-        est_gb = total * self.pre.resize_size**2 * 3 * 1.5 / 1e9
+        if self.pre.view == "resize":
+            per_image = self.pre.resize_size**2 * 3 * 1.5
+        else:  # the crop view caches native pixels
+            per_image = mean_pixels([path for _, items in named for path, _ in items]) * 3
+        est_gb = total * per_image / 1e9
         self.datasets: dict[str, ImageDataset] = {}
         for name, items in named:
             if not items:
@@ -143,6 +153,7 @@ class Trainer:
             num_workers=self.cfg.workers if streaming else 0,
             pin_memory=self.device.type == "cuda",
             drop_last=False,
+            collate_fn=collate_windows,
         )
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -165,7 +176,7 @@ class Trainer:
         limit = self.cfg.max_train_images or len(ds)
         task = progress.add_task(f"epoch {self.epoch + 1}/{self.cfg.epochs}", total=min(limit, len(ds)))
         total_loss, seen, start = 0.0, 0, time.time()
-        for images, labels in loader:
+        for images, labels, _ in loader:  # one window per image when training
             inputs, labels = self._to_input(images), labels.to(self.device)
             with self._autocast():
                 loss = self.loss_fn(self.model(inputs), labels)
@@ -183,31 +194,29 @@ class Trainer:
         return total_loss / max(seen, 1), seen / (time.time() - start)
 
     @torch.no_grad()
-    def evaluate(self, name: str) -> dict:
-        self.model.eval()
-        probs, labels_all, loss_sum = [], [], 0.0
-        for images, labels in self._loader(name, shuffle=False):
-            with self._autocast():
-                logits = self.model(self._to_input(images)).float()
-            loss_sum += torch.nn.functional.cross_entropy(logits, labels.to(self.device), reduction="sum").item()
-            probs.append(torch.softmax(logits, 1)[:, 1].cpu().numpy())
-            labels_all.append(labels.numpy())
-        scores, labels = np.concatenate(probs), np.concatenate(labels_all)
-        result = summarize(labels, scores)
-        result["loss"] = loss_sum / max(len(labels), 1)
-        return result
-
-    @torch.no_grad()
-    def margins(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """logit(ai) - logit(real) and the labels of a split, for temperature scaling."""
+    def image_logits(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per image of a split: its windows' logits combined by the view's rule (scoring.py, as
+        a scan combines them), and the labels."""
         self.model.eval()
         out, labels_all = [], []
-        for images, labels in self._loader(name, shuffle=False):
+        for images, labels, counts in self._loader(name, shuffle=False):
             with self._autocast():
-                logits = self.model(self._to_input(images)).float()
-            out.append((logits[:, 1] - logits[:, 0]).cpu().numpy())
+                logits = self.model(self._to_input(images)).float().cpu().numpy().astype(np.float64)
+            out.append(combine_logits(logits, counts, self.pre.combine, CLASS_NAMES.index("real"))[0])
             labels_all.append(labels.numpy())
-        return np.concatenate(out).astype(np.float64), np.concatenate(labels_all).astype(bool)
+        return np.concatenate(out), np.concatenate(labels_all)
+
+    def evaluate(self, name: str) -> dict:
+        logits, labels = self.image_logits(name)
+        log_probs = torch.log_softmax(torch.from_numpy(logits), 1)
+        result = summarize(labels, log_probs[:, CLASS_NAMES.index("ai")].exp().numpy())
+        result["loss"] = float(torch.nn.functional.nll_loss(log_probs, torch.from_numpy(labels)))
+        return result
+
+    def margins(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """logit(ai) - logit(real) and the labels of a split, for temperature scaling."""
+        logits, labels = self.image_logits(name)
+        return ai_margin(logits, CLASS_NAMES.index("real")), labels.astype(bool)
 
     def calibrate(self) -> dict | None:
         """Fit temperature scaling on the validation split; logged to metrics.jsonl."""

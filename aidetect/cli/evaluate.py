@@ -22,6 +22,7 @@ def evaluate(
     batch_size: options.BatchSize = 32,
     device: options.Device = "auto",
     threads: options.Threads = None,
+    crops: options.Crops = None,
     robustness: Annotated[
         int,
         typer.Option(
@@ -44,6 +45,7 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         threads=threads,
+        crops=crops,
         robustness=robustness,
     )
     raise typer.Exit(run_guarded(lambda console: run_eval(opts, console)))

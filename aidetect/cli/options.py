@@ -27,6 +27,15 @@ Threads = Annotated[
         "--threads", min=1, help="CPU threads for decoding and inference together (default: all usable cores)."
     ),
 ]
+Crops = Annotated[
+    int | None,
+    typer.Option(
+        "--crops",
+        help="Windows scored per image by a model trained with --view crop: 1 (centre), 4, 9 or 16 (a grid), "
+        "or 5 (corners and centre); default: the count stored in the model. More windows see more of a large "
+        "image and cost one inference each.",
+    ),
+]
 Holdout = Annotated[
     float | None,
     typer.Option("--holdout", help="Use the validation split `aidetect train --val-split HOLDOUT` held out of DATA."),

@@ -55,6 +55,7 @@ def scan(
         help="Seconds one image may take to decode; past it, its row says 'decode timed out' and the scan goes on.",
     ),
     threads: options.Threads = None,
+    crops: options.Crops = None,
     read_workers: int = typer.Option(
         16, "--read-workers", min=1, help="Files or S3 objects fetched at once (a bounded pool)."
     ),
@@ -139,6 +140,7 @@ def scan(
         watermarks=watermarks,
         tta=tta,
         max_spread=max_spread,
+        crops=crops,
     )
     if watermarks not in WATERMARK_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(WATERMARK_MODES)}", param_hint="--watermarks")

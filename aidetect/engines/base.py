@@ -45,6 +45,7 @@ class ScanOptions:
     max_spread: float = DEFAULT_MAX_SPREAD
     c2pa_trust: str | None = None  # PEM trust anchors: manifests signed under them are "trusted"
     watermarks: str = "auto"  # pipeline/watermark.py: auto, all or off
+    crops: int | None = None  # windows per image for crop-view models (None: the model's own count)
 
     def trust_anchors(self) -> str | None:
         if not self.c2pa_trust:
@@ -176,10 +177,12 @@ def build_worker(
     `trust_pem` is read once where the scan starts (a Ray worker may not have the file)."""
     from aidetect.pipeline.decode import BatchDecoder
     from aidetect.pipeline.detector import Detector
+    from aidetect.pipeline.views import with_crops
     from aidetect.pipeline.worker import BatchWorker
 
     detector = Detector(model_path, device, threads)
-    decoder = BatchDecoder(detector.info.preprocess, opts.batch_size, detector.device, decode_threads, opts.limits)
+    pre = with_crops(detector.info.preprocess, opts.crops)
+    decoder = BatchDecoder(pre, opts.batch_size, detector.device, decode_threads, opts.limits)
     threshold = opts.threshold if opts.threshold is not None else detector.info.threshold
     return BatchWorker(
         detector,

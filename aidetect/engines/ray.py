@@ -35,6 +35,8 @@ from aidetect.io.resume import column_mtime
 from aidetect.io.s3 import Credentials, is_s3, resolve_credentials
 from aidetect.io.sink import SCHEMA, ParquetSink, rows_to_table
 from aidetect.io.sources import WalkStats
+from aidetect.pipeline.detector import read_info
+from aidetect.pipeline.views import with_crops
 from aidetect.records import ImageRef
 
 # Settings, not secrets: Ray writes runtime_env in plain text to its logs, so credentials never
@@ -138,6 +140,8 @@ class RayEngine:
         if opts.output == "-":
             raise RayError("--engine ray writes a Parquet folder or s3:// prefix; '-o -' is for the local engine")
         self.model = resolve_model(opts.model)
+        if opts.crops is not None:  # refused here, in one line, rather than in every actor
+            with_crops(read_info(self.model).preprocess, opts.crops)
         uses_s3 = any(is_s3(u) for u in [*opts.sources, opts.output])
         self.credentials = resolve_credentials() if uses_s3 else None
         self.ray = connect(address, gpus_per_worker)

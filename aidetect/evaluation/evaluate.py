@@ -39,6 +39,7 @@ class EvalOptions:
     batch_size: int = 32
     device: str = "auto"
     threads: int | None = None
+    crops: int | None = None  # windows per image for crop-view models (None: the model's own)
     robustness: int = 1000  # images checked under perturbations (a seeded sample); 0 turns it off
 
 
@@ -71,6 +72,7 @@ def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.
             batch_size=opts.batch_size,
             device=opts.device,
             threads=opts.threads,
+            crops=opts.crops,
         )
         scanner = LocalEngine(scan_opts, console)
         refs = [file_ref(path) for path, _ in items]
@@ -142,17 +144,14 @@ def metrics_table(m: dict, title: str) -> Table:
 
 def check_robustness(rows: pd.DataFrame, scanner: LocalEngine, opts: EvalOptions) -> dict:
     from aidetect.evaluation.robustness import robustness
+    from aidetect.pipeline.scoring import Scorer
 
     ok = rows[rows.error.isna()]
     if len(ok) > opts.robustness:
         ok = ok.sample(opts.robustness, random_state=opts.seed)
-    return robustness(
-        [path_from_display(p) for p in ok.path],
-        ok.prob_ai.to_numpy(np.float64),
-        scanner.worker.detector,
-        scanner.worker.decoder,
-        scanner.worker.threshold,
-    )
+    worker = scanner.worker
+    plain = Scorer(worker.detector, worker.decoder.pre, worker.threshold)  # without --tta's variants
+    return robustness([path_from_display(p) for p in ok.path], ok.prob_ai.to_numpy(np.float64), plain, worker.decoder)
 
 
 def robustness_table(report: dict) -> Table:

@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from aidetect.pipeline.decode import BatchDecoder
-from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.preprocess import open_rgb
 from aidetect.pipeline.read import probe
+from aidetect.pipeline.scoring import Scorer
 from aidetect.records import ImageRef
 
 
@@ -44,8 +44,9 @@ PERTURBATIONS = {
 }
 
 
-def score_bytes(blobs: list[bytes], detector: Detector, decoder: BatchDecoder) -> np.ndarray:
-    """P(ai) for encoded images through the scan stages; NaN where one fails to decode."""
+def score_bytes(blobs: list[bytes], scorer: Scorer, decoder: BatchDecoder) -> np.ndarray:
+    """P(ai) for encoded images through the scan stages (the model's view and window count
+    included); NaN where one fails to decode."""
     out = np.full(len(blobs), np.nan)
     for start in range(0, len(blobs), decoder.dali.batch_size):
         chunk = blobs[start : start + decoder.dali.batch_size]
@@ -53,17 +54,17 @@ def score_bytes(blobs: list[bytes], detector: Detector, decoder: BatchDecoder) -
         decoded = decoder.decode(items)
         ok = [i for i, d in enumerate(decoded) if d.error is None]
         if ok:
-            probs = detector.predict(decoder.pre.normalize(np.stack([decoded[i].pixels for i in ok])))
-            out[start + np.array(ok)] = probs
+            out[start + np.array(ok)] = scorer.score([decoded[i].pixels for i in ok]).prob
     return out
 
 
-def robustness(paths: list[str], base: np.ndarray, detector: Detector, decoder: BatchDecoder, threshold: float) -> dict:
+def robustness(paths: list[str], base: np.ndarray, scorer: Scorer, decoder: BatchDecoder) -> dict:
     """Per perturbation: mean and 95th percentile of |change in prob_ai|, and the share of flipped verdicts."""
     images = [open_rgb(p) for p in paths]
+    threshold = scorer.threshold
     report = {}
     for name, perturb in PERTURBATIONS.items():
-        probs = score_bytes([perturb(im) for im in images], detector, decoder)
+        probs = score_bytes([perturb(im) for im in images], scorer, decoder)
         valid = ~np.isnan(probs)
         delta = np.abs(probs[valid] - base[valid])
         flips = (probs[valid] >= threshold) != (base[valid] >= threshold)

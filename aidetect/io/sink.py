@@ -43,6 +43,8 @@ SCHEMA = pa.schema(
         pa.field("watermark_bits", pa.string()),
         pa.field("source_type", pa.string()),
         pa.field("in_domain", pa.bool_()),
+        pa.field("crops", pa.int16()),
+        pa.field("prob_ai_max", pa.float32()),
     ]
 )
 
@@ -135,5 +137,7 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "watermark_bits": [r.provenance.watermark_bits for r in rows],
         "source_type": [r.provenance.source_type for r in rows],
         "in_domain": [r.in_domain for r in rows],
+        "crops": [r.crops for r in rows],
+        "prob_ai_max": [r.prob_ai_max for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)

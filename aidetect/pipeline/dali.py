@@ -1,4 +1,5 @@
-"""DALI: batches of encoded images decoded and resized by one pipeline, on the CPU or a GPU."""
+"""DALI: batches of encoded images decoded and cut into model windows by one pipeline, on the CPU
+or a GPU: resized and centre-cropped (the resize view), or sliced at native resolution (crop)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aidetect.pipeline.preprocess import (
-    Preprocess,
-)
+from aidetect.pipeline.preprocess import Preprocess, center_crop
+from aidetect.pipeline.views import window_offsets
 
 
 class DaliDecoder:
@@ -30,13 +30,33 @@ class DaliDecoder:
                 self._pipe = _build_pipeline(self.pre, self.batch_size, self.device, self.threads)
             return self._pipe
 
-    def run(self, blobs: Sequence[bytes]) -> list[tuple[np.ndarray, int, int]]:
-        """Resized uint8 HWC arrays and the decoded (oriented) height and width; raises if any fails."""
+    def run(self, blobs: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, int, int]]:
+        """Window stacks (uint8, windows x size x size x 3) and the decoded (upright) height and
+        width of each image; raises if any fails. `shapes` are the upright (height, width) the
+        headers say, which place the crop view's windows (a decode of another size fails)."""
         self.pipe.feed_input("encoded", [np.frombuffer(b, dtype=np.uint8) for b in blobs])
-        images, shapes = self.pipe.run()
+        if self.pre.view == "crop":
+            offsets = [window_offsets(h, w, self.pre.input_size, self.pre.crops) for h, w in shapes]
+            self.pipe.feed_input("anchors", [_padded(o, self.pre.crops) for o in offsets])
+        *outputs, decoded_shapes = self.pipe.run()
         if self.device == "gpu":
-            images = images.as_cpu()
-        return [(np.array(images[i]), *map(int, np.array(shapes[i])[:2])) for i in range(len(blobs))]
+            outputs = [out.as_cpu() for out in outputs]
+        results = []
+        for i in range(len(blobs)):
+            height, width = map(int, np.array(decoded_shapes[i])[:2])
+            if self.pre.view == "crop":
+                windows = np.stack([np.array(outputs[j][i]) for j in range(len(offsets[i]))])
+            else:
+                windows = center_crop(np.array(outputs[0][i]), self.pre)[None]
+            results.append((windows, height, width))
+        return results
+
+
+def _padded(offsets: list[tuple[int, int]], count: int) -> np.ndarray:
+    """The graph slices `count` windows from every image; images with fewer distinct ones repeat
+    their last (and the copy is dropped after the run)."""
+    rows = offsets + [offsets[-1]] * (count - len(offsets))
+    return np.asarray(rows, dtype=np.int32)
 
 
 def _build_pipeline(pre: Preprocess, batch_size: int, device: str, threads: int):
@@ -66,6 +86,35 @@ def _build_pipeline(pre: Preprocess, batch_size: int, device: str, threads: int)
         resized = fn.resize(image, size=fn.stack(new_h, new_w), interp_type=types.INTERP_LINEAR, antialias=True)
         return resized, shape
 
-    pipe = pipeline()
+    window = np.array([pre.input_size, pre.input_size], dtype=np.int32)
+
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=max(1, threads),
+        device_id=0 if device == "gpu" else None,
+        prefetch_queue_depth=1,
+        exec_dynamic=True,
+    )
+    def windows():
+        # One decode per image, then its windows sliced from it (never resized: the crop view
+        # sends images smaller than a window, or of extreme aspect, to the CPU path).
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
+        anchors = fn.external_source(name="anchors", dtype=types.INT32, ndim=2, no_copy=False)
+        image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+        cuts = [
+            fn.slice(
+                image,
+                anchors[j],
+                window,
+                normalized_anchor=False,
+                normalized_shape=False,
+                axis_names="HW",
+                out_of_bounds_policy="error",
+            )
+            for j in range(pre.crops)
+        ]
+        return (*cuts, image.shape(dtype=types.FLOAT))
+
+    pipe = windows() if pre.view == "crop" else pipeline()
     pipe.build()
     return pipe

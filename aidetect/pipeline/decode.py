@@ -19,17 +19,15 @@ from aidetect.pipeline.budget import MemoryBudget, TimedJob
 from aidetect.pipeline.dali import DaliDecoder
 from aidetect.pipeline.limits import Limits, usable_cores
 from aidetect.pipeline.preprocess import (
-    TURNED,
     Preprocess,
     aspect_box,
     center_crop,
     finish_reduced,
     open_upright,
     reduced_min_size,
-    resized_rgb,
-    upright,
 )
 from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, short_message
+from aidetect.pipeline.views import decoded_windows, model_windows, needs_base, upright_size
 from aidetect.pipeline.watermark import WatermarkMatch, best_match
 from aidetect.records import ImageRef
 
@@ -39,7 +37,8 @@ DALI_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF"})
 
 @dataclass(slots=True)
 class Decoded:
-    """Model-ready pixels (uint8 HWC, input_size square) or the reason there are none."""
+    """Model-ready pixels (uint8, windows x input_size x input_size x 3: one window in the resize
+    view) or the reason there are none."""
 
     ref: ImageRef
     pixels: np.ndarray | None
@@ -91,30 +90,30 @@ def pillow_decode(item: Encoded, pre: Preprocess, reduced: bool = False) -> Deco
         image = open_upright(item.data)
         width, height = image.size
         mark = best_match(np.asarray(image)) if item.wants_watermark and image.mode == "RGB" else None
-        return Decoded(item.ref, center_crop(resized_rgb(image, pre), pre), width, height, watermark=mark)
+        return Decoded(item.ref, model_windows(image, pre), width, height, watermark=mark)
     except Exception as exc:
         return Decoded(item.ref, None, error=_decode_error(item.format, exc))
 
 
 def _jpeg_decode(item: Encoded, pre: Preprocess, reduced: bool) -> Decoded:
     stored = (item.width, item.height)
-    turned = item.orientation in TURNED
-    width, height = (item.height, item.width) if turned else stored
+    width, height = upright_size(*stored, item.orientation)
     if reduced:
         array = jpeg.decode_rgb(item.data, reduced_min_size(stored, item.orientation, pre))
         pixels = finish_reduced(array, stored, item.orientation, pre)
-        return Decoded(item.ref, center_crop(pixels, pre), width, height)
+        return Decoded(item.ref, center_crop(pixels, pre)[None], width, height)
     array = jpeg.decode_rgb(item.data)  # stored orientation: where the watermark was written
     mark = best_match(array) if item.wants_watermark else None
-    pixels = resized_rgb(upright(array, item.orientation), pre)
-    return Decoded(item.ref, center_crop(pixels, pre), width, height, watermark=mark)
+    return Decoded(item.ref, decoded_windows(array, item.orientation, pre), width, height, watermark=mark)
 
 
 def wants_reduced_decode(item: Encoded, pre: Preprocess) -> bool:
     """JPEGs at least four times the resize target on their short side decode at 1/2 or less
-    (unless their aspect ratio is extreme: those are cut first, at full size)."""
+    (unless their aspect ratio is extreme: those are cut first, at full size). Never in the crop
+    view: its windows are the native pixels."""
     return (
-        item.format in ("JPEG", "MPO")
+        pre.view == "resize"
+        and item.format in ("JPEG", "MPO")
         and min(item.width or 0, item.height or 0) >= 4 * pre.resize_size
         and not is_extreme(item)
     )
@@ -185,6 +184,8 @@ class BatchDecoder:
     def _takes_dali(self, item: Encoded) -> bool:
         if item.format not in DALI_FORMATS or is_extreme(item) or item.wants_watermark:
             return False
+        if self.pre.view == "crop" and needs_base(item.width or 0, item.height or 0, self.pre):
+            return False  # smaller than a window: resized first, on the CPU (tiny, so cheap)
         if item.format in ("JPEG", "MPO"):
             return self.device == "gpu"
         return (item.width or 0) * (item.height or 0) <= self.limits.dali_max_pixels
@@ -251,9 +252,9 @@ class BatchDecoder:
     def _decode_dali(self, items: Sequence[Encoded], idx: list[int], out: list) -> None:
         """Decode a group; on failure split it in halves so each bad file ends up alone."""
         self.dali.pipe  # noqa: B018 -- a failed build fails the scan, not these files
-        timed = TimedJob(
-            self.budget, self.budget.cost([items[i] for i in idx], "dali"), self.dali.run, [items[i].data for i in idx]
-        )
+        blobs = [items[i].data for i in idx]
+        shapes = [upright_size(items[i].width, items[i].height, items[i].orientation)[::-1] for i in idx]
+        timed = TimedJob(self.budget, self.budget.cost([items[i] for i in idx], "dali"), self.dali.run, blobs, shapes)
         try:
             timed.future = self.dali_runner.submit(timed)
             results = timed.result(self.limits.decode_timeout)
@@ -275,8 +276,11 @@ class BatchDecoder:
             self._decode_dali(items, idx[:half], out)
             self._decode_dali(items, idx[half:], out)
             return
-        for i, (array, height, width) in zip(idx, results):
-            out[i] = Decoded(items[i].ref, center_crop(array, self.pre), width, height)
+        for i, shape, (windows, height, width) in zip(idx, shapes, results):
+            if self.pre.view == "crop" and (height, width) != shape:  # the windows are not where we meant
+                out[i] = self._collect(items[i], self._cpu_job(items[i]))
+                continue
+            out[i] = Decoded(items[i].ref, windows, width, height)
 
 
 def _jpeg_intact(item: Encoded) -> Decoded:

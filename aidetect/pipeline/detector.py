@@ -72,6 +72,19 @@ def parse_metadata(path: str, custom: dict[str, str]) -> ModelInfo:
     return info
 
 
+def read_info(path: str) -> ModelInfo:
+    """A model's metadata without starting an inference session (for checks on a Ray driver)."""
+    import onnx
+
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such model file")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf raises its own decode errors for foreign files
+        raise ModelError(f"{path}: cannot load the model ({str(exc).splitlines()[0][:200]})") from None
+    return parse_metadata(path, {prop.key: prop.value for prop in proto.metadata_props})
+
+
 def metadata_problem(info: ModelInfo) -> str | None:
     """What makes the metadata unusable (the preprocessing checks itself when it is built)."""
     if len(info.class_names) != 2:
@@ -177,9 +190,13 @@ class Detector:
     def runtime(self) -> str:
         return {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA"}.get(self.providers[0], "CPU")
 
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW batch -> the model's logits, in float64."""
+        return self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
+
     def margins(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW batch -> logit of "ai" minus logit of "real" (before temperature)."""
-        logits = self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
+        logits = self.logits(batch)
         return logits[:, self.info.ai_index] - logits[:, 1 - self.info.ai_index]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

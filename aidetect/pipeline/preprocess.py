@@ -1,7 +1,7 @@
 """The one definition of how an image becomes a model input.
 
 Training (Pillow) and scanning (DALI) both take their output sizes and crop offsets
-from `Preprocess`, and the ONNX file stores it, so a model sees the same tensor in
+from `Preprocess` (through `views.py`, which cuts the windows), and the ONNX file stores it, so a model sees the same tensor in
 training, in evaluation and in a scan.
 """
 
@@ -25,15 +25,28 @@ Image.MAX_IMAGE_PIXELS = None
 PngImagePlugin.MAX_TEXT_CHUNK = 16 << 20
 
 
+# Windows a crop-view model may score per image: the centre, corners and centre, or an even grid.
+WINDOW_COUNTS = (1, 4, 5, 9, 16)
+# How the windows' logits become one score: their mean (the default: every window votes, so a
+# whole generated image scores high and one odd window cannot flip a photo), or the window that
+# looks most AI-generated (finds a generated patch in a real photo, at more false positives).
+COMBINE_RULES = ("mean", "max")
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the shorter side to `resize_size`, centre-crop `input_size`, normalise."""
+    """How an image becomes model input (`views.py`): the `resize` view resizes the shorter side to
+    `resize_size` and centre-crops `input_size`; the `crop` view cuts `crops` windows of
+    `input_size` at native resolution and `combine`s their logits. Then normalise."""
 
     input_size: int = 224
     resize_size: int = 224
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    view: str = "resize"
+    crops: int = 1
+    combine: str = "mean"
 
     def __post_init__(self) -> None:
         if self.input_size <= 0:
@@ -46,6 +59,15 @@ class Preprocess:
             raise ValueError("resize_size must be at least input_size")
         if self.interpolation != "bilinear":
             raise ValueError(f"unsupported interpolation: {self.interpolation}")
+        if self.view not in ("resize", "crop"):
+            raise ValueError(f"view must be resize or crop, not {self.view!r}")
+        if self.crops not in WINDOW_COUNTS or (self.view == "resize" and self.crops != 1):
+            counts = ", ".join(map(str, WINDOW_COUNTS))
+            raise ValueError(f"crops must be one of {counts} with the crop view (1 with resize), not {self.crops}")
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be mean or max, not {self.combine!r}")
+        if self.view == "crop" and self.resize_size != self.input_size:
+            raise ValueError("the crop view resizes only images smaller than a window: resize_size must be input_size")
 
     def resize_shape(self, height: int, width: int) -> tuple[int, int]:
         """Size after resizing the shorter side to `resize_size` (aspect kept, rounded)."""
@@ -76,6 +98,8 @@ class Preprocess:
         for key in ("mean", "std"):
             if key in known:
                 known[key] = tuple(float(v) for v in known[key])
+        if "crops" in known:
+            known["crops"] = int(known["crops"])
         return cls(**known)
 
 
@@ -188,8 +212,3 @@ def center_crop(array: np.ndarray, pre: Preprocess) -> np.ndarray:
     top, left = pre.crop_offset(array.shape[0], array.shape[1])
     size = pre.input_size
     return array[top : top + size, left : left + size]
-
-
-def reference_input(source: str | bytes, pre: Preprocess) -> np.ndarray:
-    """The evaluation transform in Pillow: uint8 HWC, input_size square."""
-    return center_crop(resized_rgb(open_upright(source), pre), pre)

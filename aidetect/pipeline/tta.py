@@ -1,5 +1,6 @@
 """Test-time augmentation: score each image and a few cheap variants, and say "uncertain" when
-they disagree. Costs one extra inference per variant (3x or 4x the model work)."""
+they disagree (scoring.py averages them). Costs one extra inference per variant (3x or 4x the
+model work)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import io
 
 import numpy as np
 from PIL import Image
-
-from aidetect.pipeline.preprocess import Preprocess
 
 
 def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
@@ -50,27 +49,3 @@ def variants_for(metadata: dict) -> tuple[str, ...]:
 def variants(pixels: np.ndarray, names: tuple[str, ...] = VARIANTS) -> list[np.ndarray]:
     """The named variants of one model input (uint8 HWC), in order."""
     return [_MAKERS[name](pixels) for name in names]
-
-
-class TTAScorer:
-    """Mean P(ai) over the variants, their spread (max - min), and whether they agree."""
-
-    def __init__(
-        self,
-        predict,
-        pre: Preprocess,
-        threshold: float,
-        max_spread: float = DEFAULT_MAX_SPREAD,
-        names: tuple[str, ...] = VARIANTS,
-    ) -> None:
-        self.predict, self.pre, self.names = predict, pre, names
-        self.threshold, self.max_spread = threshold, max_spread
-
-    def score(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mean probability, spread, uncertain) for each image."""
-        stacked = np.stack([v for p in pixels for v in variants(p, self.names)])
-        probs = self.predict(self.pre.normalize(stacked)).reshape(len(pixels), len(self.names))
-        spread = probs.max(1) - probs.min(1)
-        sides = probs.astype(np.float64) >= self.threshold  # float64, as the judge compares
-        disagree = sides.any(1) & ~sides.all(1)
-        return probs.mean(1), spread, disagree | (spread > self.max_spread)

@@ -8,8 +8,6 @@ actor. Either way a bad file is a row, never an exception.
 
 from __future__ import annotations
 
-import numpy as np
-
 from aidetect.io.s3 import is_s3, open_object
 from aidetect.pipeline.decode import BatchDecoder, Decoded
 from aidetect.pipeline.detector import Detector
@@ -18,7 +16,8 @@ from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.provenance import inspect as inspect_provenance
 from aidetect.pipeline.provenance import with_watermark
 from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load, open_local
-from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, TTAScorer, variants_for
+from aidetect.pipeline.scoring import Scorer
+from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, variants_for
 from aidetect.pipeline.watermark import checks_watermark
 from aidetect.records import ImageRef, Row
 
@@ -57,10 +56,8 @@ class BatchWorker:
         self.limits, self.provenance, self.c2pa_trust = limits, provenance, c2pa_trust
         self.watermarks = watermarks
         self.domain = domain_of(detector.info.metadata)
-        self.tta = None
-        if tta:
-            names = variants_for(detector.info.metadata)
-            self.tta = TTAScorer(detector.predict, decoder.pre, threshold, max_spread, names)
+        names = variants_for(detector.info.metadata) if tta else None
+        self.scorer = Scorer(detector, decoder.pre, threshold, names, max_spread)
 
     @property
     def label(self) -> str:
@@ -90,17 +87,9 @@ class BatchWorker:
             item.data = None  # the rows need the provenance, not the bytes: free them now
         return batch, decoded
 
-    def score(self, pixels: list[np.ndarray]) -> tuple:
-        """P(ai), spread (None without --tta) and whether the variants disagree, per image."""
-        if not pixels:
-            return (), (), ()
-        if self.tta:
-            return self.tta.score(pixels)
-        probs = self.detector.predict(self.decoder.pre.normalize(np.stack(pixels)))
-        return probs, [None] * len(pixels), [False] * len(pixels)
-
     def rows(self, encoded: list[Encoded], decoded: list[Decoded]) -> list[Row]:
-        scores = iter(zip(*self.score([d.pixels for d in decoded if d.error is None])))
+        found = self.scorer.score([d.pixels for d in decoded if d.error is None])
+        scores = iter(zip(found.prob, found.spread, found.uncertain, found.prob_max, found.crops))
         rows = []
         for e, d in zip(encoded, decoded):
             if e.wants_watermark:
@@ -108,13 +97,13 @@ class BatchWorker:
             if d.error is not None:
                 rows.append(Row(d.ref, None, None, d.error, d.width, d.height, e.provenance))
                 continue
-            p, spread, uncertain = next(scores)
+            p, spread, uncertain, p_max, crops = next(scores)
             # Compare in float64, as pandas users and `aidetect eval` do: a float32 score against a
             # Python float compares in float32, where the threshold can round onto the score.
             p = float(p)
             label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
             outside = self.domain.outside(d.width, d.height, e.format) if self.domain else "unknown"
-            rows.append(Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread, outside))
+            rows.append(Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread, outside, crops, p_max))
         return rows
 
     def judge(self, refs: list[ImageRef]) -> list[Row]:

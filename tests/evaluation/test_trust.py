@@ -21,7 +21,8 @@ from aidetect.evaluation.robustness import PERTURBATIONS, robustness
 from aidetect.pipeline.decode import BatchDecoder
 from aidetect.pipeline.detector import Detector, sigmoid
 from aidetect.pipeline.read import probe
-from aidetect.pipeline.tta import VARIANTS, TTAScorer, variants, variants_for
+from aidetect.pipeline.scoring import Scorer
+from aidetect.pipeline.tta import VARIANTS, variants, variants_for
 from aidetect.records import ImageRef
 
 
@@ -63,7 +64,7 @@ def test_tta_flags_an_unstable_image(tmp_path, model_path):
     (decoded,) = BatchDecoder(pre, 4).decode([probe(ImageRef("x", "x", 0, 0), image.read_bytes())])
     names = variants_for(det.info.metadata)
     assert names == ("original", "flip", "jpeg85")  # the tiny model was not trained with --aug-rescale
-    variant_probs = det.predict(pre.normalize(np.stack(variants(decoded.pixels, names))))
+    variant_probs = det.predict(pre.normalize(np.stack(variants(decoded.pixels[0], names))))
     assert variant_probs.max() > variant_probs.min()
     # A threshold between the variants' scores makes them disagree about the verdict.
     threshold = float((variant_probs.max() + variant_probs.min()) / 2)
@@ -73,9 +74,11 @@ def test_tta_flags_an_unstable_image(tmp_path, model_path):
         variant_probs.max() - variant_probs.min(), abs=1e-5
     )
     assert row.prob_ai == pytest.approx(variant_probs.mean(), abs=1e-5)
-    _, spread, uncertain = TTAScorer(det.predict, pre, threshold, 1.0, names).score([decoded.pixels])
-    assert uncertain[0] and spread[0] == pytest.approx(variant_probs.max() - variant_probs.min(), abs=1e-6)
-    assert not TTAScorer(det.predict, pre, 2.0, 1.0, names).score([decoded.pixels])[2][0]  # all on one side
+    scores = Scorer(det, pre, threshold, names, 1.0).score([decoded.pixels])
+    assert scores.uncertain[0] and scores.spread[0] == pytest.approx(
+        variant_probs.max() - variant_probs.min(), abs=1e-6
+    )
+    assert not Scorer(det, pre, 2.0, names, 1.0).score([decoded.pixels]).uncertain[0]  # all on one side
     plain = run_cli("scan", str(image), "-o", "-", "--model", model_path, "--threshold", str(threshold))
     plain_row = pd.read_parquet(io.BytesIO(plain.stdout)).iloc[0]
     assert plain_row.label in ("ai", "real") and pd.isna(plain_row.prob_spread)
@@ -103,7 +106,7 @@ def test_robustness_deltas_match_a_direct_computation(tmp_path, model_path):
         Image.fromarray(photo(60, 80, seed=i)).save(path)
         paths.append(str(path))
     base = np.array([_score(open(p, "rb").read(), det, decoder) for p in paths])
-    report = robustness(paths, base, det, decoder, threshold=0.5)
+    report = robustness(paths, base, Scorer(det, decoder.pre, 0.5), decoder)
     assert set(report) == set(PERTURBATIONS)
     from aidetect.pipeline.preprocess import open_rgb
 
@@ -117,7 +120,7 @@ def test_robustness_deltas_match_a_direct_computation(tmp_path, model_path):
 
 def _score(data: bytes, det: Detector, decoder: BatchDecoder) -> float:
     (decoded,) = decoder.decode([probe(ImageRef("x", "x", 0, 0), data)])
-    return float(det.predict(decoder.pre.normalize(decoded.pixels[None]))[0])
+    return float(det.predict(decoder.pre.normalize(decoded.pixels))[0])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

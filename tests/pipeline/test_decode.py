@@ -29,7 +29,7 @@ def test_hostile_files_each_get_their_own_reason(tmp_path):
     for name, error in expected.items():
         assert got[name].error == error, name
         if error is None:
-            assert got[name].pixels.shape == (32, 32, 3), name
+            assert got[name].pixels.shape == (1, 32, 32, 3), name
     assert (got["rotated.jpg"].width, got["rotated.jpg"].height) == (40, 60)  # EXIF orientation applied
 
 
@@ -79,8 +79,8 @@ def test_reduced_size_decode_of_large_photos_barely_moves_verdicts(model_path):
         a, b = pillow_decode(item, pre, reduced=False), pillow_decode(item, pre, reduced=True)
         assert (a.width, a.height) == (b.width, b.height) == (w, h)
         assert np.abs(a.pixels.astype(int) - b.pixels).mean() < 0.5
-        full.append(a.pixels)
-        reduced.append(b.pixels)
+        full.append(a.pixels[0])
+        reduced.append(b.pixels[0])
     p_full, p_reduced = det.predict(pre.normalize(np.stack(full))), det.predict(pre.normalize(np.stack(reduced)))
     assert np.abs(p_full - p_reduced).max() < 0.02
     assert ((p_full >= 0.5) == (p_reduced >= 0.5)).all()
@@ -109,7 +109,7 @@ def test_work_queued_behind_a_stuck_decode_moves_to_a_fresh_pool(tmp_path):
         collector.start()
         collector.join(30)  # a guard against hanging the suite, not a speed limit: stuck, it never ends
         assert not collector.is_alive(), "the queued files waited for the stuck decode"
-        assert len(done) == 2 and all(d.error is None and d.pixels.shape == (32, 32, 3) for d in done)
+        assert len(done) == 2 and all(d.error is None and d.pixels.shape == (1, 32, 32, 3) for d in done)
         assert not release.is_set()  # the stuck one is still stuck: the others did not wait for it
     finally:
         release.set()

@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 
 from aidetect.errors import DataError, ExportError
 from aidetect.pipeline.decode import BatchDecoder, wants_reduced_decode
-from aidetect.pipeline.preprocess import Preprocess, reference_input
+from aidetect.pipeline.preprocess import Preprocess
 from aidetect.pipeline.read import probe
+from aidetect.pipeline.views import reference_input
 from aidetect.records import ImageRef
 from train.data import find_splits
 from train.export import check_parity
@@ -337,8 +338,8 @@ def test_training_and_scan_preprocessing_agree(size):
     items = [probe(ImageRef(k, k, 0, 0), v) for k, v in cases.items()]
     reduced = 0
     for item, decoded in zip(items, BatchDecoder(pre, 8).decode(items)):
-        train_tensor = pre.normalize(reference_input(item.data, pre)[None])
-        scan_tensor = pre.normalize(decoded.pixels[None])
+        train_tensor = pre.normalize(reference_input(item.data, pre))
+        scan_tensor = pre.normalize(decoded.pixels)
         diff = np.abs(train_tensor - scan_tensor) * 0.226 * 255  # back to 8-bit levels
         # Large JPEGs decode at reduced size on the CPU (DCT scaling): a little further from the
         # full decode, but still well under one 8-bit level on average.
