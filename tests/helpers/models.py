@@ -12,14 +12,21 @@ TINY_SIZE = 32
 
 
 def tiny_onnx(
-    path: str, meta_changes: dict | None = None, outputs: int = 2, dtype: str = "float32", size: int = 32
+    path: str,
+    meta_changes: dict | None = None,
+    outputs: int = 2,
+    dtype: str = "float32",
+    size: int = 32,
+    weights: np.ndarray | None = None,
 ) -> str:
-    """A mean-pool + linear classifier: input [N, 3, size, size] -> [N, outputs] logits."""
+    """A mean-pool + linear classifier: input [N, 3, size, size] -> [N, outputs] logits (all
+    outputs equal unless `weights`, 3 x outputs, says otherwise)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[dtype]
-    weight = numpy_helper.from_array(np.ones((3, outputs), np.dtype(dtype)), "weight")
+    matrix = np.ones((3, outputs)) if weights is None else np.asarray(weights)
+    weight = numpy_helper.from_array(matrix.astype(np.dtype(dtype)), "weight")
     nodes = [
         helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["flat"]),
@@ -50,3 +57,13 @@ def tiny_onnx(
     helper.set_model_props(model, {"aidetect": json.dumps(meta)})
     onnx.save(model, path)
     return path
+
+
+# Logits (real, ai) = (-b, b), b the summed channel means of the normalised input: a bright
+# window reads "ai" (margin +6 for white, -6 for black), so tests know what every window scores.
+BRIGHTNESS = np.array([[-1.0, 1.0]] * 3)
+
+
+def brightness_onnx(path: str, view: str = "crop", crops: int = 5, combine: str = "mean") -> str:
+    changes = {"preprocess.view": view, "preprocess.crops": crops, "preprocess.combine": combine}
+    return tiny_onnx(path, changes, weights=BRIGHTNESS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 
 from aidetect.errors import DataError, ExportError
 from aidetect.pipeline.decode import BatchDecoder, wants_reduced_decode
-from aidetect.pipeline.preprocess import Preprocess
+from aidetect.pipeline.preprocess import Preprocess, open_upright
 from aidetect.pipeline.read import probe
 from aidetect.pipeline.views import reference_input
 from aidetect.records import ImageRef
@@ -348,3 +349,51 @@ def test_training_and_scan_preprocessing_agree(size):
         mean_limit = 1.0 if is_reduced else 0.5
         assert diff.mean() < mean_limit and diff.max() < 6, (item.ref.key, diff.mean(), diff.max())
     assert reduced, "the cases should include photos large enough for the reduced-size decode"
+
+
+def test_crop_view_windows_are_native_in_training_and_equal_the_scan_in_evaluation(tmp_path):
+    from train.data import Augment, ImageDataset
+
+    pre = Preprocess(32, 32, view="crop", crops=4)
+    cases = {"wide.jpg": jpeg(40, 57, seed=1), "turned.jpg": jpeg(45, 70, seed=2, orientation=6)}
+    cases["small.png"] = encode(photo(20, 28, seed=3), "PNG")
+    items = []
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        items.append((str(tmp_path / name), 1))
+    evaluation = ImageDataset(items, pre, train=False)
+    decoded = BatchDecoder(pre, 8).decode([probe(ImageRef(p, p, 0, 0), cases[Path(p).name]) for p, _ in items])
+    for i, d in enumerate(decoded):
+        windows, _ = evaluation[i]
+        assert np.array_equal(windows.numpy().transpose(0, 2, 3, 1), d.pixels), items[i][0]
+    training = ImageDataset(items, pre, train=True, aug=Augment(flip=False))
+    upright = np.asarray(open_upright(cases["turned.jpg"]))  # 70 x 45, as displayed
+    window = training[1][0][0].numpy().transpose(1, 2, 0)
+    found = [
+        (top, left)
+        for top in range(upright.shape[0] - 31)
+        for left in range(upright.shape[1] - 31)
+        if np.array_equal(upright[top : top + 32, left : left + 32], window)
+    ]
+    assert found, "a training window is a native-resolution cut of the upright image"
+
+
+@pytest.mark.slow
+def test_crop_view_trains_exports_and_scans(tmp_path):
+    data = make_labelled(tmp_path / "data", per_class=8, size=48)
+    out = tmp_path / "crop.onnx"
+    args = ["--arch", TINY_ARCH, "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "1"]
+    proc = run_cli("train", str(data), "-o", str(out), *args, "--val-split", "0.25", "--view", "crop", "--crops", "4")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["aidetect"])
+    assert {k: meta["preprocess"][k] for k in ("view", "crops", "combine")} == {
+        "view": "crop",
+        "crops": 4,
+        "combine": "mean",
+    }
+    scan = run_cli("scan", str(data), "-o", "-", "--model", str(out))
+    rows = pd.read_parquet(io.BytesIO(scan.stdout))
+    assert len(rows) == 16 and set(rows.crops) == {4} and rows.prob_ai_max.notna().all()
+    assert (rows.prob_ai_max >= rows.prob_ai - 1e-6).all()
+    bad = run_cli("train", str(data), "-o", str(tmp_path / "x.onnx"), *args, "--view", "crop", "--crops", "3")
+    assert bad.returncode == 2 and "crops must be one of" in bad.stderr.decode()
