@@ -15,6 +15,9 @@ Each measurement runs in its own process on the same corpus and the same model:
   decode_full the decode ceiling without reduced-size decoding of large JPEGs: what that gains
   hostile    peak memory and wall time of a scan of files built to exhaust memory or time
   watermark  the watermark reader's cost per image, and the levels unmarked corpus photos reach
+  views      the same network as a crop-view model (native-resolution windows) with 1 and 9
+             windows beside the resize view: scan, model work and decode ceiling of each, and the
+             CPU ways to get windows out of a 12 MP JPEG (one decode and cuts, or ROI decodes)
 
 Usage: python scripts/bench.py [--images 1000] [--folder DIR] [--model PATH] [--json bench.json]
 """
@@ -65,9 +68,11 @@ def measure_decode(args, reduced: bool = True) -> dict:
     from aidetect.pipeline.decode import BatchDecoder
     from aidetect.pipeline.detector import Detector
     from aidetect.pipeline.read import load
+    from aidetect.pipeline.views import with_crops
 
     det = Detector(args.model, args.device, 1)
-    decoder = BatchDecoder(det.info.preprocess, args.batch_size, det.device, thread_split(args.threads)[1])
+    pre = with_crops(det.info.preprocess, args.crops)
+    decoder = BatchDecoder(pre, args.batch_size, det.device, thread_split(args.threads)[1])
     decoder.reduce_on_cpu = decoder.reduce_on_cpu and reduced
     decoder.dali.pipe  # noqa: B018 -- built before the clock starts: a ceiling excludes set-up
     workers = ScanOptions(sources=[]).read_workers
@@ -130,6 +135,123 @@ def measure_full_decode(args) -> dict:
     return measure_decode(args, reduced=False)
 
 
+def measure_window_decodes(args) -> dict:
+    """ms for the windows of one 12 MP photo-like JPEG (q90) on one core: one strict libjpeg-turbo
+    decode then 9 cuts (what the CPU path does), DALI ROI decodes of 1 and of 9 windows, a full
+    DALI decode, the strict 1/8-scale check a non-strict decoder would need first, and the resize
+    view's DCT-scaled decode, for scale."""
+    import io
+
+    import numpy as np
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from corpus import photo_like
+    from nvidia.dali import pipeline_def
+
+    from aidetect.pipeline import jpeg
+    from aidetect.pipeline.views import window_offsets
+
+    buf = io.BytesIO()
+    photo_like(4000, 3000, np.random.default_rng(1)).save(buf, "JPEG", quality=90)
+    data, size = buf.getvalue(), 224
+    offsets = window_offsets(3000, 4000, size, 9)
+
+    def cuts():
+        array = jpeg.decode_rgb(data)
+        return np.stack([array[t : t + size, x : x + size] for t, x in offsets])
+
+    def dali_roi(count: int):
+        @pipeline_def(batch_size=count, num_threads=1, device_id=None, prefetch_queue_depth=1, exec_dynamic=True)
+        def graph():
+            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+            anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
+            shape = fn.external_source(name="shape", dtype=types.INT32, ndim=1)
+            return fn.decoders.image_slice(
+                encoded, anchor, shape, normalized_anchor=False, normalized_shape=False, axis_names="HW"
+            )
+
+        pipe = graph()
+        pipe.build()
+        picks = offsets if count > 1 else [offsets[4]]
+
+        def run():
+            pipe.feed_input("encoded", [np.frombuffer(data, np.uint8)] * count)
+            pipe.feed_input("anchor", [np.array(o, np.int32) for o in picks])
+            pipe.feed_input("shape", [np.array([size, size], np.int32)] * count)
+            return pipe.run()
+
+        return run
+
+    def dali_full():
+        @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1, exec_dynamic=True)
+        def graph():
+            return fn.decoders.image(fn.external_source(name="encoded", dtype=types.UINT8, ndim=1))
+
+        pipe = graph()
+        pipe.build()
+
+        def run():
+            pipe.feed_input("encoded", [np.frombuffer(data, np.uint8)])
+            return pipe.run()
+
+        return run
+
+    def best_ms(fn_, repeats: int = 5) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn_()
+            times.append(time.perf_counter() - start)
+        return min(times) * 1000
+
+    return {
+        "one decode + 9 cuts (libjpeg-turbo, strict)": best_ms(cuts),
+        "DALI ROI decode, 1 window": best_ms(dali_roi(1)),
+        "DALI ROI decodes, 9 windows": best_ms(dali_roi(9)),
+        "DALI full decode": best_ms(dali_full()),
+        "strict 1/8-scale check": best_ms(lambda: jpeg.decode_rgb(data, (1, 1))),
+        "resize view: DCT-scaled decode": best_ms(lambda: jpeg.decode_rgb(data, (896, 672))),
+    }
+
+
+def crop_view_copy(model: str) -> str:
+    """The same network and weights as a crop-view model (one window), so only the view differs."""
+    from aidetect.evaluation.calibration import rewrite_metadata
+    from aidetect.pipeline.detector import Detector
+
+    pre = Detector(model, "cpu", 1).info.preprocess.to_dict()
+    out = str(CACHE / "crop-view.onnx")
+    rewrite_metadata(model, out, {"preprocess": {**pre, "resize_size": pre["input_size"], "view": "crop", "crops": 1}})
+    return out
+
+
+def measure_views(args, photos: dict, model_rate: float, decode_rate: float) -> dict:
+    """Scan, model work and decode ceiling of the resize view and of a crop view with 1 and 9 windows."""
+    crop = crop_view_copy(args.model)
+    result = {"resize": {"scan_images_per_s": _scan_rate(photos), "model_images_per_s": model_rate}}
+    result["resize"]["decode_images_per_s"] = decode_rate
+    for crops in (1, 9):
+        scan = best_of(args.repeats, scan_once, args.folder, args, ["--crops", str(crops)], crop)
+        decode = best_of(args.repeats, child, "decode", args, crop, crops)
+        result[f"crop x{crops}"] = {
+            "scan_images_per_s": _scan_rate(scan),
+            "model_images_per_s": model_rate / crops,  # one inference per window
+            "decode_images_per_s": decode["images_per_s"],
+        }
+    for name, row in result.items():
+        print(
+            f"view {name:8} scan {row['scan_images_per_s']:7.1f} images/s, model {row['model_images_per_s']:7.1f}, "
+            f"decode {row['decode_images_per_s']:7.1f}",
+            file=sys.stderr,
+        )
+    result["window_decodes_ms"] = child("window_decodes", args)
+    result["window_decodes_ms"].pop("wall_s"), result["window_decodes_ms"].pop("peak_rss_mb")
+    print(
+        "12 MP JPEG: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["window_decodes_ms"].items()), file=sys.stderr
+    )
+    return result
+
+
 def measure_watermark(args) -> dict:
     """The watermark reader: its cost per image (full-size decode + reading) at generator and photo
     sizes, and how often unmarked photos of the corpus reach its levels when every one is read."""
@@ -175,6 +297,7 @@ MEASURES = {
     "provenance": measure_provenance,
     "baseline": measure_baseline,
     "watermark": measure_watermark,
+    "window_decodes": measure_window_decodes,
 }
 
 
@@ -210,7 +333,7 @@ def run_measured(argv: list[str]) -> tuple[float, float, str, str]:
     return wall, peak, stdout, stderr
 
 
-def child(name: str, args) -> dict:
+def child(name: str, args, model: str | None = None, crops: int | None = None) -> dict:
     argv = [
         sys.executable,
         __file__,
@@ -219,7 +342,7 @@ def child(name: str, args) -> dict:
         "--folder",
         str(args.folder),
         "--model",
-        args.model,
+        model or args.model,
         "--batch-size",
         str(args.batch_size),
         "--device",
@@ -229,13 +352,15 @@ def child(name: str, args) -> dict:
     ]
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    if crops:
+        argv += ["--crops", str(crops)]
     wall, rss, stdout, _ = run_measured(argv)
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(wall_s=wall, peak_rss_mb=rss)
     return result
 
 
-def scan_once(folder: Path, args, extra: list[str] = ()) -> dict:
+def scan_once(folder: Path, args, extra: list[str] = (), model: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
             sys.executable,
@@ -246,7 +371,7 @@ def scan_once(folder: Path, args, extra: list[str] = ()) -> dict:
             "-o",
             f"{tmp}/out",
             "--model",
-            args.model,
+            model or args.model,
             "--batch-size",
             str(args.batch_size),
             "--device",
@@ -356,6 +481,7 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated measurements to skip (baseline, rss, ...)")
     parser.add_argument("--json", type=Path, default=Path("bench.json"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--crops", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
         from aidetect.engines.base import resolve_model
@@ -433,6 +559,8 @@ def main() -> None:
         f"{results['start_overhead_s']:.1f} s of process start and exit)",
         file=sys.stderr,
     )
+    if "views" not in skip:
+        results["views"] = measure_views(args, results["scan"], model, decode)
     if "rss" not in skip:
         small, large = small_corpus(args.rss_files), small_corpus(args.rss_files * 10)
         a, b = scan_once(small, args), scan_once(large, args)

@@ -61,11 +61,8 @@ def _padded(offsets: list[tuple[int, int]], count: int) -> np.ndarray:
 
 def _build_pipeline(pre: Preprocess, batch_size: int, device: str, threads: int):
     import nvidia.dali.fn as fn
-    import nvidia.dali.math as dmath
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
-
-    size = float(pre.resize_size)
 
     @pipeline_def(
         batch_size=batch_size,
@@ -78,43 +75,47 @@ def _build_pipeline(pre: Preprocess, batch_size: int, device: str, threads: int)
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
         image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
         shape = image.shape(dtype=types.FLOAT)
-        height, width = shape[0], shape[1]
-        # Same arithmetic as Preprocess.resize_shape, so Pillow and DALI agree on every size.
-        scale = size / dmath.min(height, width)
-        new_h = dmath.max(dmath.floor(height * scale + 0.5), size)
-        new_w = dmath.max(dmath.floor(width * scale + 0.5), size)
-        resized = fn.resize(image, size=fn.stack(new_h, new_w), interp_type=types.INTERP_LINEAR, antialias=True)
-        return resized, shape
+        if pre.view == "crop":
+            return (*_window_cuts(image, pre), shape)
+        return _resized(image, shape, pre), shape
 
-    window = np.array([pre.input_size, pre.input_size], dtype=np.int32)
-
-    @pipeline_def(
-        batch_size=batch_size,
-        num_threads=max(1, threads),
-        device_id=0 if device == "gpu" else None,
-        prefetch_queue_depth=1,
-        exec_dynamic=True,
-    )
-    def windows():
-        # One decode per image, then its windows sliced from it (never resized: the crop view
-        # sends images smaller than a window, or of extreme aspect, to the CPU path).
-        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
-        anchors = fn.external_source(name="anchors", dtype=types.INT32, ndim=2, no_copy=False)
-        image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
-        cuts = [
-            fn.slice(
-                image,
-                anchors[j],
-                window,
-                normalized_anchor=False,
-                normalized_shape=False,
-                axis_names="HW",
-                out_of_bounds_policy="error",
-            )
-            for j in range(pre.crops)
-        ]
-        return (*cuts, image.shape(dtype=types.FLOAT))
-
-    pipe = windows() if pre.view == "crop" else pipeline()
+    pipe = pipeline()
     pipe.build()
     return pipe
+
+
+def _resized(image, shape, pre: Preprocess):
+    """The resize view: the shorter side to `resize_size`, with Preprocess.resize_shape's
+    arithmetic, so Pillow and DALI agree on every size."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+
+    size = float(pre.resize_size)
+    height, width = shape[0], shape[1]
+    scale = size / dmath.min(height, width)
+    new_h = dmath.max(dmath.floor(height * scale + 0.5), size)
+    new_w = dmath.max(dmath.floor(width * scale + 0.5), size)
+    return fn.resize(image, size=fn.stack(new_h, new_w), interp_type=types.INTERP_LINEAR, antialias=True)
+
+
+def _window_cuts(image, pre: Preprocess) -> list:
+    """The crop view: `crops` windows sliced from one decode at the anchors fed beside the bytes
+    (never resized: images smaller than a window, or of extreme aspect, take the CPU path)."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    anchors = fn.external_source(name="anchors", dtype=types.INT32, ndim=2, no_copy=False)
+    window = np.array([pre.input_size, pre.input_size], dtype=np.int32)
+    return [
+        fn.slice(
+            image,
+            anchors[j],
+            window,
+            normalized_anchor=False,
+            normalized_shape=False,
+            axis_names="HW",
+            out_of_bounds_policy="error",
+        )
+        for j in range(pre.crops)
+    ]
