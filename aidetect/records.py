@@ -52,6 +52,8 @@ class Row:
     outside: str | None = None  # why the image lies outside what the model learned (domain.py), or None
     crops: int | None = None  # windows the model scored (views.py); None on error rows
     prob_ai_max: float | None = None  # the highest window's P(ai), when more than one was scored
+    generator_pred: str | None = None  # models that name generators: the likeliest, unless judged real
+    generator_prob: float | None = None  # its probability given the image is AI
 
     @property
     def in_domain(self) -> bool | None:

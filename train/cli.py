@@ -69,6 +69,15 @@ def train(
         "generated image scores high, one odd window cannot flip a photo) or max (the most AI-looking window "
         "decides: finds a generated patch in a real photo, at more false positives). prob_ai_max is written either way.",
     ),
+    exclude_generators: str = typer.Option(
+        "",
+        "--exclude-generators",
+        help="Generators (comma-separated folder names) to leave out of training, to measure later as unseen "
+        "with `aidetect eval --unseen` (the cross-generator test).",
+    ),
+    binary: bool = typer.Option(
+        False, "--binary", help="Ignore generator subfolders: one 'ai' output instead of one per generator."
+    ),
     crop_padding: int = typer.Option(4, help="Random-crop padding in pixels (reflect); 0 crops without padding."),
     aug_jpeg: float = typer.Option(0.0, help="Robustness: probability of a JPEG re-encode at quality 50-95."),
     aug_rescale: float = typer.Option(0.0, help="Robustness: probability of a 0.5-0.9x down- and up-scale."),
@@ -103,11 +112,13 @@ def train(
         view=view,
         crops=crops if crops is not None else (5 if view == "crop" else 1),
         combine=combine,
+        exclude_generators=tuple(name.strip() for name in exclude_generators.split(",") if name.strip()),
+        binary=binary,
     )
     try:
         run_training(cfg, str(resume) if resume else None, str(init) if init else None)
     except (DataError, ExportError, ValueError, RuntimeError) as exc:
-        console.print(styled("error: ", "red", str(exc)))
+        console.print(styled("error: ", "red", str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -119,10 +130,11 @@ def run_training(cfg, resume: str | None = None, init: str | None = None) -> dic
 
     if resume and init:
         raise ValueError("--resume continues a run; --init starts a new one from its weights: pick one")
-    splits = find_splits(cfg.data, cfg.val_split, cfg.seed)
+    splits = find_splits(cfg.data, cfg.val_split, cfg.seed, cfg.exclude_generators, cfg.binary)
     if cfg.test:
         splits.test = labelled_items(cfg.test)
     _print_counts(splits.counts(), splits.val_held_out, cfg.val_split)
+    _print_generators(splits.generator_counts(), cfg.exclude_generators)
     trainer = Trainer(cfg, splits, console)
     if init:
         trainer.init_weights(init)
@@ -163,6 +175,23 @@ def _print_counts(counts: dict, held_out: bool, fraction: float) -> None:
         console.print(f"{split}: " + ", ".join(f"{n} {name}" for name, n in per_class.items()) + note)
 
 
+def _print_generators(counts: dict[str, dict[str, int]], excluded: tuple[str, ...]) -> None:
+    """The split x generator table the model will learn attribution from (nothing for binary data)."""
+    if not counts:
+        return
+    from rich.table import Table
+
+    table = Table(title="AI images per generator", box=None, header_style="bold")
+    table.add_column("generator")
+    for split in counts:
+        table.add_column(split, justify="right")
+    for name in sorted({g for per_split in counts.values() for g in per_split}):
+        table.add_row(name, *(str(per_split.get(name, 0)) for per_split in counts.values()))
+    console.print(table)
+    if excluded:
+        console.print(f"left out of training: {', '.join(excluded)}")
+
+
 def export(
     checkpoints: list[Path] = typer.Argument(
         ...,
@@ -193,6 +222,8 @@ def export(
         else:
             metadata = export_ensemble(paths, str(output), weights)
     except (OSError, KeyError, ValueError, ExportError, RuntimeError) as exc:
-        console.print(styled("error: ", "red", f"cannot export {', '.join(paths)}: {exc}"))
+        console.print(
+            styled("error: ", "red", f"cannot export {', '.join(paths)}: {exc}"), highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2) from None
     console.print(f"wrote {output} ({metadata['name']}, input {metadata['preprocess']['input_size']}px)")

@@ -21,16 +21,23 @@ from PIL import Image, ImageFilter
 from aidetect.errors import DataError
 from aidetect.evaluation.labels import (
     CLASS_NAMES,
+    UNKNOWN_GENERATOR,
     Item,
+    check_generators,
     class_counts,
+    class_index,
+    generator_counts,
+    genimage_split,
+    is_genimage,
     labelled_items,
+    output_classes,
     stratified_split,
     subdirs,
 )
 from aidetect.pipeline.preprocess import Preprocess, open_upright
 from aidetect.pipeline.views import view_base, view_windows
 
-__all__ = ["CLASS_NAMES", "DataError", "Splits", "find_splits", "labelled_items"]
+__all__ = ["CLASS_NAMES", "DataError", "Item", "Splits", "find_splits", "labelled_items"]
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -45,9 +52,23 @@ class Splits:
     def counts(self) -> dict[str, dict[str, int]]:
         return {name: class_counts(getattr(self, name)) for name in SPLIT_NAMES if getattr(self, name)}
 
+    def generator_counts(self) -> dict[str, dict[str, int]]:
+        """Per split, AI images per generator (empty without generator labels)."""
+        if self.classes == CLASS_NAMES:
+            return {}
+        return {name: generator_counts(getattr(self, name)) for name in SPLIT_NAMES if getattr(self, name)}
 
-def find_splits(root: str, val_split: float = 0.05, seed: int = 0) -> Splits:
-    """Read DATA as class folders, or as train/val/test splits of class folders."""
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The model's outputs: ("real", "ai"), or "real" and one per generator in train."""
+        return output_classes(self.train + self.val)
+
+
+def find_splits(
+    root: str, val_split: float = 0.05, seed: int = 0, exclude: Sequence[str] = (), binary: bool = False
+) -> Splits:
+    """Read DATA as class folders, as train/val/test splits of class folders, or in GenImage's
+    layout; `exclude` drops generators (the cross-generator protocol), `binary` ignores their names."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: not a folder")
     found = subdirs(root)
@@ -57,18 +78,53 @@ def find_splits(root: str, val_split: float = 0.05, seed: int = 0) -> Splits:
             splits.val = labelled_items(found["val"])
         if "test" in found:
             splits.test = labelled_items(found["test"])
+    elif is_genimage(root):
+        splits = Splits(train=genimage_split(root, "train"), val=genimage_split(root, "val"))
+        if not splits.train:
+            raise DataError(f"{root}: GenImage layout without train/ splits (<generator>/train/{{ai,nature}})")
     else:
         splits = Splits(train=labelled_items(root))
+    for name in SPLIT_NAMES:
+        items = getattr(splits, name)
+        items = _without(items, exclude, root, strict=name == "train") if exclude else items
+        if binary:
+            items = [it._replace(generator=UNKNOWN_GENERATOR) if it.label else it for it in items]
+        setattr(splits, name, items)
+        if name != "train" and getattr(splits, name):
+            _check_known(getattr(splits, name), splits.train, name, root)
+    check_generators(splits.train, f"{root} (train)")
     if not splits.val and val_split > 0:
         splits.train, splits.val = stratified_split(splits.train, val_split, seed)
         splits.val_held_out = True
     return splits
 
 
+def _without(items: list[Item], exclude: Sequence[str], root: str, strict: bool) -> list[Item]:
+    known = set(generator_counts(items))
+    missing = [name for name in exclude if name not in known]
+    if missing and strict:
+        raise DataError(
+            f"--exclude-generators: no generator {', '.join(missing)} in {root} (found: {', '.join(sorted(known))})"
+        )
+    return [it for it in items if it.label == 0 or it.generator not in exclude]
+
+
+def _check_known(items: list[Item], train: list[Item], split: str, root: str) -> None:
+    """A val or test generator the training split lacks has no output to train or score."""
+    if output_classes(train) == CLASS_NAMES:
+        return
+    unseen = set(generator_counts(items)) - set(generator_counts(train))
+    if unseen:
+        raise DataError(
+            f"{root}: {split} has generator {', '.join(sorted(unseen))} that train lacks; measure unseen "
+            "generators with `aidetect eval --unseen` instead"
+        )
+
+
 def fingerprint(items: Sequence[Item]) -> str:
     """A short hash of the (relative file name, label) list, to tell data sets apart."""
     digest = hashlib.sha256()
-    for path, label in items:
+    for path, label, _ in items:
         digest.update(f"{os.path.basename(path)}\t{label}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
 
@@ -87,13 +143,13 @@ def _load_base(args: tuple[str, Preprocess]) -> np.ndarray | str:
 def preload(items: Sequence[Item], pre: Preprocess, workers: int) -> tuple[list[np.ndarray], list[str]]:
     """Decode every image once into the array its view cuts windows from (resized, or native
     for the crop view), in parallel; return arrays and unreadable paths."""
-    jobs = [(path, pre) for path, _ in items]
+    jobs = [(item.path, pre) for item in items]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_load_base, jobs, chunksize=256))
     else:
         results = [_load_base(job) for job in jobs]
-    bad = [path for (path, _), r in zip(items, results) if isinstance(r, str)]
+    bad = [item.path for item, r in zip(items, results) if isinstance(r, str)]
     return [r for r in results if not isinstance(r, str)], bad
 
 
@@ -166,8 +222,10 @@ class ImageDataset(torch.utils.data.Dataset):
         train: bool,
         aug: Augment | None = None,
         cache: list[np.ndarray] | None = None,
+        classes: tuple[str, ...] = CLASS_NAMES,
     ) -> None:
         self.items, self.pre, self.train = list(items), pre, train
+        self.targets = [class_index(item, classes) for item in self.items]
         self.aug = aug or Augment()
         self.cache = cache
         self.epoch_seed = 0
@@ -176,7 +234,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, label = self.items[index]
+        path, label = self.items[index].path, self.targets[index]
         base = self.cache[index] if self.cache is not None else view_base(open_upright(path), self.pre)
         if not self.train:
             return torch.from_numpy(np.ascontiguousarray(view_windows(base, self.pre).transpose(0, 3, 1, 2))), label

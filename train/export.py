@@ -29,19 +29,33 @@ PARITY_TOLERANCE = 1e-4
 def load_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
     state = read_checkpoint(path)
     cfg = state["config"]
-    model = build_model(cfg["arch"], cfg["img_size"], cfg.get("stem_stride", 2))
+    model = build_model(cfg["arch"], cfg["img_size"], cfg.get("stem_stride", 2), len(checkpoint_classes(state)))
     model.load_state_dict(state["model"])
     return model.eval(), state
 
 
 def module_for(metadata: dict) -> torch.nn.Module:
     """The PyTorch module an exported file describes, with random weights (for speed baselines)."""
-    size = metadata["preprocess"]["input_size"]
-    members = [build_model(m["arch"], size, m.get("stem_stride", 2)) for m in metadata.get("members", [metadata])]
+    size, classes = metadata["preprocess"]["input_size"], len(metadata["class_names"])
+    members = [
+        build_model(m["arch"], size, m.get("stem_stride", 2), classes) for m in metadata.get("members", [metadata])
+    ]
     return members[0] if "members" not in metadata else LogitMean(members)
 
 
-def base_metadata(arch: str, stem_stride: int, pre: Preprocess) -> dict:
+def checkpoint_classes(state: dict) -> tuple[str, ...]:
+    """A checkpoint's outputs (those written before generator labels existed are binary)."""
+    return tuple(state["config"].get("class_names") or CLASS_NAMES)
+
+
+def _outputs(classes: tuple[str, ...]) -> dict:
+    """How the scanner reads the outputs: a binary model's "ai" index, or the generators' names."""
+    if tuple(classes) == CLASS_NAMES:
+        return {"class_names": list(CLASS_NAMES), "ai_index": CLASS_NAMES.index("ai")}
+    return {"class_names": list(classes), "generators": [c for c in classes if c != "real"]}
+
+
+def base_metadata(arch: str, stem_stride: int, pre: Preprocess, classes: tuple[str, ...] = CLASS_NAMES) -> dict:
     """What the scanner needs to preprocess the input and read the output."""
     return {
         "format": 1,
@@ -49,8 +63,7 @@ def base_metadata(arch: str, stem_stride: int, pre: Preprocess) -> dict:
         "arch": arch,
         "stem_stride": stem_stride,
         "preprocess": {**pre.to_dict(), **_view_notes(pre)},
-        "class_names": list(CLASS_NAMES),
-        "ai_index": CLASS_NAMES.index("ai"),
+        **_outputs(classes),
         "output": "logits",
         "temperature": 1.0,
         "threshold": 0.5,
@@ -69,7 +82,8 @@ def _view_notes(pre: Preprocess) -> dict:
 def model_metadata(state: dict, test_metrics: dict | None = None, calibration: dict | None = None) -> dict:
     """Base metadata plus where the model came from: recipe, data summary, metrics, calibration."""
     cfg = state["config"]
-    meta = base_metadata(cfg["arch"], cfg.get("stem_stride", 2), Preprocess.from_dict(state["preprocess"]))
+    pre = Preprocess.from_dict(state["preprocess"])
+    meta = base_metadata(cfg["arch"], cfg.get("stem_stride", 2), pre, checkpoint_classes(state))
     meta["training"] = {
         "epochs": state["epoch"],
         "recipe": {
@@ -79,6 +93,8 @@ def model_metadata(state: dict, test_metrics: dict | None = None, calibration: d
     }
     if state.get("data", {}).get("domain"):
         meta["training"]["domain"] = state["data"]["domain"]
+    if cfg.get("exclude_generators"):  # what `aidetect eval --unseen` may call unseen
+        meta["training"]["excluded_generators"] = list(cfg["exclude_generators"])
     meta["metrics"] = {"val": state.get("best") or {}, "test": test_metrics}
     if calibration:
         meta["temperature"] = calibration["temperature"]
@@ -91,8 +107,12 @@ def ensemble_metadata(states: list[dict]) -> dict:
     metas = [model_metadata(state) for state in states]
     if len({json.dumps(m["preprocess"], sort_keys=True) for m in metas}) > 1:
         raise ValueError("the checkpoints differ in input size, normalisation or view; an ensemble needs one input")
+    if len({tuple(m["class_names"]) for m in metas}) > 1:
+        lists = "; ".join(", ".join(m["class_names"]) for m in metas)
+        raise ValueError(f"the checkpoints' outputs differ ({lists}); an ensemble needs one list of generators")
     augments = [m["training"]["recipe"]["augment"] for m in metas]
-    meta = base_metadata("ensemble", 2, Preprocess.from_dict(states[0]["preprocess"]))
+    classes = checkpoint_classes(states[0])
+    meta = base_metadata("ensemble", 2, Preprocess.from_dict(states[0]["preprocess"]), classes)
     del meta["stem_stride"]
     meta["name"] = "mean(" + ", ".join(m["name"] for m in metas) + ")"
     # Test-time variants follow what every member learned (see aidetect.pipeline.tta).

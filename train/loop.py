@@ -24,13 +24,15 @@ from aidetect.errors import DataError
 from aidetect.evaluation.calibration import calibration_report
 from aidetect.evaluation.metrics import summarize
 from aidetect.io.atomic import atomic_path
+from aidetect.pipeline.detector import ai_margin, sigmoid
 from aidetect.pipeline.domain import survey
 from aidetect.pipeline.preprocess import Preprocess
-from aidetect.pipeline.scoring import ai_margin, combine_logits
+from aidetect.pipeline.scoring import combine_logits
 from train import DEFAULT_ARCH
-from train.data import CLASS_NAMES, Augment, ImageDataset, Splits, collate_windows, fingerprint, mean_pixels, preload
+from train.data import Augment, ImageDataset, Splits, collate_windows, fingerprint, mean_pixels, preload
 from train.model import create_detector
 
+REAL = 0  # the "real" output: first, in binary and attribution models alike
 UNREADABLE_LIMIT = 0.01  # refuse a data set when more than this fraction will not decode
 
 
@@ -59,6 +61,8 @@ class TrainConfig:
     combine: str = "mean"  # how those windows' logits become one: mean or max
     max_train_images: int | None = None
     init: str | None = None  # the checkpoint a warm start took its weights from
+    exclude_generators: tuple[str, ...] = ()  # generators left out of training (cross-generator tests)
+    binary: bool = False  # ignore generator labels: real vs ai only
 
     def run_dir(self) -> Path:
         """Checkpoints and metrics.jsonl live beside the ONNX output."""
@@ -76,12 +80,12 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_model(arch: str, img_size: int, stem_stride: int) -> torch.nn.Module:
+def build_model(arch: str, img_size: int, stem_stride: int, num_classes: int = 2) -> torch.nn.Module:
     """A stem stride of 1 keeps full resolution in the first stage (fine texture matters here);
     the model is then built for twice the input so its attention tables match the feature maps."""
     if stem_stride not in (1, 2):
         raise ValueError("--stem-stride must be 1 or 2")
-    model = create_detector(arch, img_size * (2 // stem_stride))
+    model = create_detector(arch, img_size * (2 // stem_stride), num_classes)
     if stem_stride == 1:
         model.stem.conv1.stride = (1, 1)
     return model
@@ -97,7 +101,8 @@ class Trainer:
             input_size=cfg.img_size, resize_size=cfg.img_size, view=cfg.view, crops=cfg.crops, combine=cfg.combine
         )
         _seed_everything(cfg.seed)
-        self.model = build_model(cfg.arch, cfg.img_size, cfg.stem_stride).to(self.device)
+        self.classes = splits.classes  # ("real", "ai"), or "real" and one output per generator
+        self.model = build_model(cfg.arch, cfg.img_size, cfg.stem_stride, len(self.classes)).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = timm.optim.create_optimizer_v2(self.model, "lamb", lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -110,7 +115,7 @@ class Trainer:
         self.run_dir = cfg.run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # What the images looked like, for the scanner's in_domain column (pipeline/domain.py).
-        found = survey([path for path, _ in splits.train])
+        found = survey([item.path for item in splits.train])
         self.domain = found.to_dict() if found else None
 
     # ---- data ---------------------------------------------------------------------
@@ -123,7 +128,7 @@ class Trainer:
         if self.pre.view == "resize":
             per_image = self.pre.resize_size**2 * 3 * 1.5
         else:  # the crop view caches native pixels
-            per_image = mean_pixels([path for _, items in named for path, _ in items]) * 3
+            per_image = mean_pixels([item.path for _, items in named for item in items]) * 3
         est_gb = total * per_image / 1e9
         self.datasets: dict[str, ImageDataset] = {}
         for name, items in named:
@@ -138,7 +143,7 @@ class Trainer:
                     Text(f"{name}: decoded {len(items)} images in {time.time() - start:.0f}s", style="dim")
                 )
             self.datasets[name] = ImageDataset(
-                items, self.pre, train=name == "train", aug=self.cfg.augment, cache=cache
+                items, self.pre, train=name == "train", aug=self.cfg.augment, cache=cache, classes=self.classes
             )
 
     def _loader(self, name: str, shuffle: bool) -> torch.utils.data.DataLoader:
@@ -202,21 +207,27 @@ class Trainer:
         for images, labels, counts in self._loader(name, shuffle=False):
             with self._autocast():
                 logits = self.model(self._to_input(images)).float().cpu().numpy().astype(np.float64)
-            out.append(combine_logits(logits, counts, self.pre.combine, CLASS_NAMES.index("real"))[0])
+            out.append(combine_logits(logits, counts, self.pre.combine, REAL)[0])
             labels_all.append(labels.numpy())
         return np.concatenate(out), np.concatenate(labels_all)
 
     def evaluate(self, name: str) -> dict:
-        logits, labels = self.image_logits(name)
+        """Detection metrics (real vs any AI output), the loss, and attribution accuracy on the
+        AI images when the model names generators."""
+        logits, targets = self.image_logits(name)
         log_probs = torch.log_softmax(torch.from_numpy(logits), 1)
-        result = summarize(labels, log_probs[:, CLASS_NAMES.index("ai")].exp().numpy())
-        result["loss"] = float(torch.nn.functional.nll_loss(log_probs, torch.from_numpy(labels)))
+        result = summarize(targets != REAL, sigmoid(ai_margin(logits, REAL)))
+        result["loss"] = float(torch.nn.functional.nll_loss(log_probs, torch.from_numpy(targets)))
+        if len(self.classes) > 2:
+            ai = targets != REAL
+            picked = np.delete(logits, REAL, axis=1).argmax(1) + 1  # the likeliest generator
+            result["attribution_accuracy"] = float((picked[ai] == targets[ai]).mean()) if ai.any() else None
         return result
 
     def margins(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """logit(ai) - logit(real) and the labels of a split, for temperature scaling."""
-        logits, labels = self.image_logits(name)
-        return ai_margin(logits, CLASS_NAMES.index("real")), labels.astype(bool)
+        """log P(ai) - log P(real) and the labels of a split, for temperature scaling."""
+        logits, targets = self.image_logits(name)
+        return ai_margin(logits, REAL), targets != REAL
 
     def calibrate(self) -> dict | None:
         """Fit temperature scaling on the validation split; logged to metrics.jsonl."""
@@ -279,11 +290,12 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "best": self.best,
-            "config": _config_dict(self.cfg),
+            "config": _config_dict(self.cfg, self.classes),
             "preprocess": self.pre.to_dict(),
             "rng": _rng_state(),
             "data": {
                 "counts": self.splits.counts(),
+                "generators": self.splits.generator_counts(),
                 "fingerprint": fingerprint(self.splits.train),
                 "domain": self.domain,
             },
@@ -341,7 +353,7 @@ def _drop_unreadable(items: list, bad: list[str], split: str) -> list:
         listing = "\n  ".join(bad[:20]) + ("\n  …" if len(bad) > 20 else "")
         raise DataError(f"{split}: {len(bad)} of {len(items)} images cannot be read:\n  {listing}")
     bad_set = set(bad)
-    return [it for it in items if it[0] not in bad_set]
+    return [it for it in items if it.path not in bad_set]
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
@@ -352,9 +364,9 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[cfg.warmup_epochs])
 
 
-def _config_dict(cfg: TrainConfig) -> dict:
+def _config_dict(cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
     data = asdict(cfg)
-    data["class_names"] = list(CLASS_NAMES)
+    data["class_names"] = list(classes)
     return data
 
 

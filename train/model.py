@@ -1,4 +1,4 @@
-"""Model factory: timm CoAtNet/MaxViT with two outputs, random weights (nothing downloaded)."""
+"""Model factory: timm CoAtNet/MaxViT with one output per class, random weights (nothing downloaded)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import timm
 import torch
 
 
-def create_detector(arch: str, img_size: int) -> torch.nn.Module:
-    """A two-class timm model; `img_size` fixes CoAtNet's relative-position tables."""
+def create_detector(arch: str, img_size: int, num_classes: int = 2) -> torch.nn.Module:
+    """A timm model with `num_classes` outputs (real and ai, or real and one per generator);
+    `img_size` fixes CoAtNet's relative-position tables."""
     if not any(arch.startswith(p) for p in ("coatnet", "maxvit", "maxxvit", "coatnext")):
         raise ValueError(f"--arch {arch}: only timm CoAtNet/MaxViT models are supported")
     if arch not in timm.list_models():
         raise ValueError(f"--arch {arch}: timm has no such model (try `timm.list_models('coatnet*')`)")
-    return timm.create_model(arch, pretrained=False, num_classes=2, img_size=img_size)
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, img_size=img_size)
 
 
 class LogitMean(torch.nn.Module):

@@ -23,6 +23,14 @@ def evaluate(
     device: options.Device = "auto",
     threads: options.Threads = None,
     crops: options.Crops = None,
+    unseen: Annotated[
+        str,
+        typer.Option(
+            "--unseen",
+            help="Generators (comma-separated) the model was trained without (`train --exclude-generators`): "
+            "their detection is reported apart, each against all real images (the cross-generator test).",
+        ),
+    ] = "",
     robustness: Annotated[
         int,
         typer.Option(
@@ -46,6 +54,7 @@ def evaluate(
         device=device,
         threads=threads,
         crops=crops,
+        unseen=tuple(name.strip() for name in unseen.split(",") if name.strip()),
         robustness=robustness,
     )
     raise typer.Exit(run_guarded(lambda console: run_eval(opts, console)))

@@ -46,6 +46,7 @@ class ScanOptions:
     c2pa_trust: str | None = None  # PEM trust anchors: manifests signed under them are "trusted"
     watermarks: str = "auto"  # pipeline/watermark.py: auto, all or off
     crops: int | None = None  # windows per image for crop-view models (None: the model's own count)
+    attribute_real: bool = False  # name a generator on rows judged real too (eval measures attribution so)
 
     def trust_anchors(self) -> str | None:
         if not self.c2pa_trust:
@@ -194,6 +195,7 @@ def build_worker(
         opts.tta,
         opts.max_spread,
         opts.watermarks,
+        opts.attribute_real,
     )
 
 

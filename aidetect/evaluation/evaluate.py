@@ -22,8 +22,17 @@ from aidetect.console import styled
 from aidetect.engines.base import ScanOptions
 from aidetect.engines.local import LocalEngine
 from aidetect.errors import DataError
+from aidetect.evaluation.attribution import generator_report, generator_table
 from aidetect.evaluation.evidence import agreement_text, evidence_summary
-from aidetect.evaluation.labels import CLASS_NAMES, Item, labelled_items, stratified_split, subdirs
+from aidetect.evaluation.labels import (
+    CLASS_NAMES,
+    Item,
+    genimage_split,
+    is_genimage,
+    labelled_items,
+    stratified_split,
+    subdirs,
+)
 from aidetect.evaluation.metrics import roc_curve, summarize, threshold_for_fpr
 from aidetect.io.sources import file_ref, path_from_display
 
@@ -40,6 +49,7 @@ class EvalOptions:
     device: str = "auto"
     threads: int | None = None
     crops: int | None = None  # windows per image for crop-view models (None: the model's own)
+    unseen: tuple[str, ...] = ()  # generators the model never saw, reported apart (attribution.py)
     robustness: int = 1000  # images checked under perturbations (a seeded sample); 0 turns it off
 
 
@@ -59,11 +69,15 @@ def collect_items(data: str, holdout: float | None, seed: int) -> tuple[list[Ite
     for split in ("test", "val"):
         if split in found:
             return labelled_items(found[split], require_both=False), f"{os.path.basename(data)}/{split}"
+    if is_genimage(data):  # GenImage's val/ splits are its test set
+        return genimage_split(data, "val"), f"{os.path.basename(os.path.abspath(data))} (GenImage val)"
     return labelled_items(data, require_both=False), os.path.basename(os.path.abspath(data))
 
 
 def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.DataFrame, LocalEngine]:
-    """Scan the files with the scan pipeline; returns its rows plus a `true_label` column."""
+    """Scan the files with the scan pipeline; returns its rows plus `true_label` and
+    `true_generator` columns. Unlike a scan's rows, every row names its likeliest generator
+    (models that name generators), so attribution is measured apart from detection."""
     with tempfile.TemporaryDirectory(prefix="aidetect-eval-") as tmp:
         scan_opts = ScanOptions(
             sources=[],
@@ -73,13 +87,14 @@ def predict(items: list[Item], opts: EvalOptions, console: Console) -> tuple[pd.
             device=opts.device,
             threads=opts.threads,
             crops=opts.crops,
+            attribute_real=True,
         )
         scanner = LocalEngine(scan_opts, console)
-        refs = [file_ref(path) for path, _ in items]
+        refs = [file_ref(item.path) for item in items]
         scanner.run(refs)
         rows = pd.read_parquet(scan_opts.output)
-    truth = {ref.key: CLASS_NAMES[label] for ref, (_, label) in zip(refs, items)}
-    rows["true_label"] = rows.path.map(truth)
+    rows["true_label"] = rows.path.map({ref.key: CLASS_NAMES[item.label] for ref, item in zip(refs, items)})
+    rows["true_generator"] = rows.path.map({ref.key: item.generator for ref, item in zip(refs, items) if item.label})
     return rows, scanner
 
 
@@ -181,6 +196,9 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
         **metrics,
         "failed_files": [{"path": p, "error": e} for p, e in zip(failed.path, failed.error)],
     }
+    generators = generator_report(rows, model, scanner.worker.threshold, opts.unseen)
+    if generators:
+        report["generators"] = generators
     if opts.robustness:
         report["robustness"] = check_robustness(rows, scanner, opts)
     with open(os.path.join(opts.report_dir, "metrics.json"), "w") as f:
@@ -190,6 +208,8 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
 
     write_plots(rows, metrics, f"{model.label} on {name}", opts.report_dir)
     console.print(metrics_table(metrics, f"{model.label} on {name}"))
+    if generators:
+        show_generators(generators, scanner.worker.threshold, f"{model.label} on {name}", opts.report_dir, console)
     if report.get("robustness"):
         from aidetect.evaluation.plots import robustness_plot
 
@@ -203,6 +223,21 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
             console.print(f"  {p}: {e}", highlight=False)
     console.print(f"report: {opts.report_dir}/ (metrics.json, predictions.parquet, PNG plots)")
     return report
+
+
+def show_generators(report: dict, threshold: float, title: str, folder: str, console: Console) -> None:
+    """The per-generator table and plot, and attribution's figures and confusion matrix."""
+    from aidetect.evaluation.plots import attribution_plot, generators_plot
+
+    console.print(generator_table(report, threshold))
+    generators_plot(report["per_generator"], threshold, title, folder)
+    found = report.get("attribution")
+    if found:
+        attribution_plot(found, title, folder)
+        console.print(
+            f"attribution over {found['count']} AI images of the model's generators: accuracy "
+            f"{found['accuracy']:.4f}, macro-F1 {found['macro_f1']:.4f} (attribution_confusion.png)"
+        )
 
 
 __all__ = ["EvalOptions", "collect_items", "compute_metrics", "roc_curve", "run_eval"]

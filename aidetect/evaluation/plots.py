@@ -148,3 +148,41 @@ def robustness_plot(report: dict, title: str, folder: str) -> str:
     path = os.path.join(folder, "robustness.png")
     _save(fig, path)
     return path
+
+
+def generators_plot(table: list[dict], threshold: float, title: str, folder: str) -> str:
+    """Recall at the threshold and ROC-AUC per generator; unseen ones hatched and marked."""
+    fig, ax = _figure(title, f"detection per generator (recall at {threshold:.2f}; hatched: unseen in training)")
+    x = np.arange(len(table))
+    recall = [row["recall"] for row in table]
+    auc = [row["roc_auc"] if row["roc_auc"] is not None else 0.0 for row in table]
+    hatch = ["//" if not row["seen"] else "" for row in table]
+    ax.bar(x - 0.2, recall, 0.4, label="recall at threshold", color="tab:blue", hatch=hatch)
+    ax.bar(x + 0.2, auc, 0.4, label="ROC-AUC vs all real", color="tab:green", hatch=hatch)
+    names = [row["generator"] + ("" if row["seen"] else "\n(unseen)") for row in table]
+    ax.set_xticks(x, names, rotation=15 if len(table) > 4 else 0)
+    ax.set_ylim(0, 1.05)
+    ax.axhline(0.5, color="0.6", linestyle=":", linewidth=1)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    path = os.path.join(folder, "generators.png")
+    _save(fig, path)
+    return path
+
+
+def attribution_plot(found: dict, title: str, folder: str) -> str:
+    """The attribution confusion matrix, rows normalised: true generator x predicted generator."""
+    names, share = found["generators"], np.array(found["confusion_row_share"])
+    counts = np.array(found["confusion"])
+    fig, ax = _figure(title, f"attribution over {found['count']} AI images, accuracy {found['accuracy']:.1%}")
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(share):
+        colour = "white" if value > 0.5 else "black"
+        ax.text(j, i, f"{value:.0%}\n({counts[i, j]})", ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted generator")
+    ax.set_ylabel("true generator")
+    path = os.path.join(folder, "attribution_confusion.png")
+    _save(fig, path)
+    return path

@@ -45,6 +45,8 @@ SCHEMA = pa.schema(
         pa.field("in_domain", pa.bool_()),
         pa.field("crops", pa.int16()),
         pa.field("prob_ai_max", pa.float32()),
+        pa.field("generator_pred", pa.string()),
+        pa.field("generator_prob", pa.float32()),
     ]
 )
 
@@ -139,5 +141,7 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "in_domain": [r.in_domain for r in rows],
         "crops": [r.crops for r in rows],
         "prob_ai_max": [r.prob_ai_max for r in rows],
+        "generator_pred": [r.generator_pred for r in rows],
+        "generator_prob": [r.generator_prob for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)

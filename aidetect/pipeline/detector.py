@@ -27,10 +27,16 @@ class ModelInfo:
     digest: str
     preprocess: Preprocess
     class_names: tuple[str, ...]
-    ai_index: int
+    ai_index: int | None  # a binary model's "ai" output; None when the outputs name generators
     threshold: float
     temperature: float
     metadata: dict
+    generators: tuple[str, ...] = ()  # the AI outputs' generator names, in output order
+
+    @property
+    def real_index(self) -> int:
+        """The "real" output; P(ai) is everything else (see `ai_margin`)."""
+        return self.class_names.index("real") if self.generators else 1 - self.ai_index
 
     @property
     def label(self) -> str:
@@ -53,16 +59,18 @@ def parse_metadata(path: str, custom: dict[str, str]) -> ModelInfo:
         )
     try:
         meta = json.loads(custom[METADATA_KEY])
+        generators = tuple(str(g) for g in meta.get("generators") or ())
         info = ModelInfo(
             path=path,
             name=meta["name"],
             digest=file_digest(path),
             preprocess=Preprocess.from_dict(meta["preprocess"]),
             class_names=tuple(meta["class_names"]),
-            ai_index=int(meta["ai_index"]),
+            ai_index=None if generators else int(meta["ai_index"]),
             threshold=float(meta.get("threshold", 0.5)),
             temperature=float(meta.get("temperature", 1.0)),
             metadata=meta,
+            generators=generators,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: unreadable aidetect metadata ({exc})") from None
@@ -87,9 +95,12 @@ def read_info(path: str) -> ModelInfo:
 
 def metadata_problem(info: ModelInfo) -> str | None:
     """What makes the metadata unusable (the preprocessing checks itself when it is built)."""
-    if len(info.class_names) != 2:
-        return f"needs 2 classes (real and ai), has {len(info.class_names)}"
-    if info.ai_index not in range(len(info.class_names)):
+    if info.generators:
+        if "real" not in info.class_names or [c for c in info.class_names if c != "real"] != list(info.generators):
+            return f"class_names {list(info.class_names)} must be 'real' and the generators {list(info.generators)}"
+    elif len(info.class_names) != 2:
+        return f"needs 2 classes (real and ai), or a list of generators; has {len(info.class_names)} classes"
+    elif info.ai_index not in range(len(info.class_names)):
         return f"ai_index {info.ai_index} is not one of the {len(info.class_names)} classes"
     if not 0.0 <= info.threshold <= 1.0:
         return f"threshold {info.threshold:g} is outside 0-1"
@@ -101,6 +112,14 @@ def metadata_problem(info: ModelInfo) -> str | None:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function in float64, written with tanh so large margins never overflow."""
     return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
+def ai_margin(logits: np.ndarray, real_index: int) -> np.ndarray:
+    """How much more the logits say "ai" than "real": log P(any AI class) - log P(real)."""
+    others = np.delete(logits, real_index, axis=-1)
+    peak = others.max(axis=-1, keepdims=True)
+    log_ai = (peak + np.log(np.exp(others - peak).sum(axis=-1, keepdims=True)))[..., 0]
+    return log_ai - logits[..., real_index]
 
 
 def gpu_present() -> bool:
@@ -195,9 +214,8 @@ class Detector:
         return self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
 
     def margins(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> logit of "ai" minus logit of "real" (before temperature)."""
-        logits = self.logits(batch)
-        return logits[:, self.info.ai_index] - logits[:, 1 - self.info.ai_index]
+        """float32 NCHW batch -> log P(ai) - log P(real) (before temperature)."""
+        return ai_margin(self.logits(batch), self.info.real_index)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW batch -> calibrated probability of the "ai" class for each image."""

@@ -9,25 +9,17 @@ model in bounded chunks; the windows' logits then become one per image by the mo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from aidetect.pipeline.detector import Detector, sigmoid
+from aidetect.pipeline.detector import Detector, ai_margin, sigmoid
 from aidetect.pipeline.preprocess import Preprocess
 from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, variants
 
 # Windows per inference call: bounds the float32 input a batch of 9-window images makes
 # (256 x 3 x 224 x 224 x 4 B = 154 MB) whatever the batch size.
 MAX_WINDOWS_PER_RUN = 256
-
-
-def ai_margin(logits: np.ndarray, real_index: int) -> np.ndarray:
-    """How much more the logits say "ai" than "real": log P(any AI class) - log P(real)."""
-    others = np.delete(logits, real_index, axis=-1)
-    peak = others.max(axis=-1, keepdims=True)
-    log_ai = (peak + np.log(np.exp(others - peak).sum(axis=-1, keepdims=True)))[..., 0]
-    return log_ai - logits[..., real_index]
 
 
 def combine_logits(
@@ -47,13 +39,16 @@ def combine_logits(
 @dataclass
 class Scores:
     """Per image: P(ai), the highest window's P(ai) (None for one window), the spread of the
-    variants (None without --tta), whether they disagree, and how many windows were scored."""
+    variants (None without --tta), whether they disagree, how many windows were scored, and for
+    models that name generators the likeliest one and its probability given the image is AI."""
 
     prob: np.ndarray
     prob_max: list[float | None]
     spread: list[float | None]
     uncertain: list[bool]
     crops: list[int]
+    generator: list[str | None] = field(default_factory=list)
+    generator_prob: list[float | None] = field(default_factory=list)
 
 
 class Scorer:
@@ -84,16 +79,34 @@ class Scorer:
         counts = [len(stack) for stack in stacks]
         inputs = [v for stack in stacks for window in stack for v in variants(window, self.names)]
         logits = self.logits(inputs).reshape(sum(counts), len(self.names), -1)
-        temperature, real = self.detector.info.temperature, 1 - self.detector.info.ai_index
+        real = self.detector.info.real_index
         per_variant = [combine_logits(logits[:, v], counts, self.pre.combine, real) for v in range(len(self.names))]
-        margins = np.stack([ai_margin(combined, real) for combined, _ in per_variant], axis=1)
+        combined = np.stack([c for c, _ in per_variant], axis=1)  # images x variants x outputs
+        found = self._verdicts(combined, per_variant[0][1], counts)
+        found.generator, found.generator_prob = self._attribution(combined)
+        return found
+
+    def _verdicts(self, combined: np.ndarray, highest: np.ndarray, counts: list[int]) -> Scores:
+        """P(ai) per image (the variants' mean), the highest window's, and the variants' agreement."""
+        temperature, real = self.detector.info.temperature, self.detector.info.real_index
         # float32, as the rows store them: a verdict must agree with the score written beside it.
-        probs = sigmoid(margins / temperature).astype(np.float32)  # images x variants
-        highest = per_variant[0][1]  # the original windows' highest margin
+        probs = sigmoid(ai_margin(combined, real) / temperature).astype(np.float32)  # images x variants
         prob_max = [float(np.float32(sigmoid(m / temperature))) if n > 1 else None for m, n in zip(highest, counts)]
         if len(self.names) == 1:
-            return Scores(probs[:, 0], prob_max, [None] * len(stacks), [False] * len(stacks), counts)
+            return Scores(probs[:, 0], prob_max, [None] * len(counts), [False] * len(counts), counts)
         spread = probs.max(1) - probs.min(1)
         sides = probs.astype(np.float64) >= self.threshold  # in float64, as the rows' judge compares
         uncertain = (sides.any(1) & ~sides.all(1)) | (spread > self.max_spread)
         return Scores(probs.mean(1), prob_max, [float(s) for s in spread], [bool(u) for u in uncertain], counts)
+
+    def _attribution(self, combined: np.ndarray) -> tuple[list, list]:
+        """The likeliest generator among the AI outputs and its probability given "ai" (a softmax
+        over those outputs alone), from the combined logits averaged over the variants."""
+        generators = self.detector.info.generators
+        if not generators:
+            return [None] * len(combined), [None] * len(combined)
+        ai_logits = np.delete(combined.mean(axis=1), self.detector.info.real_index, axis=1)
+        weights = np.exp(ai_logits - ai_logits.max(axis=1, keepdims=True))
+        probs = weights / weights.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        return [generators[i] for i in best], [float(np.float32(probs[n, i])) for n, i in enumerate(best)]

@@ -51,10 +51,11 @@ class BatchWorker:
         tta: bool = False,
         max_spread: float = DEFAULT_MAX_SPREAD,
         watermarks: str = "auto",
+        attribute_real: bool = False,
     ) -> None:
         self.detector, self.decoder, self.threshold = detector, decoder, threshold
         self.limits, self.provenance, self.c2pa_trust = limits, provenance, c2pa_trust
-        self.watermarks = watermarks
+        self.watermarks, self.attribute_real = watermarks, attribute_real
         self.domain = domain_of(detector.info.metadata)
         names = variants_for(detector.info.metadata) if tta else None
         self.scorer = Scorer(detector, decoder.pre, threshold, names, max_spread)
@@ -89,7 +90,17 @@ class BatchWorker:
 
     def rows(self, encoded: list[Encoded], decoded: list[Decoded]) -> list[Row]:
         found = self.scorer.score([d.pixels for d in decoded if d.error is None])
-        scores = iter(zip(found.prob, found.spread, found.uncertain, found.prob_max, found.crops))
+        scores = iter(
+            zip(
+                found.prob,
+                found.spread,
+                found.uncertain,
+                found.prob_max,
+                found.crops,
+                found.generator,
+                found.generator_prob,
+            )
+        )
         rows = []
         for e, d in zip(encoded, decoded):
             if e.wants_watermark:
@@ -97,13 +108,16 @@ class BatchWorker:
             if d.error is not None:
                 rows.append(Row(d.ref, None, None, d.error, d.width, d.height, e.provenance))
                 continue
-            p, spread, uncertain, p_max, crops = next(scores)
+            p, spread, uncertain, p_max, crops, generator, generator_prob = next(scores)
             # Compare in float64, as pandas users and `aidetect eval` do: a float32 score against a
             # Python float compares in float32, where the threshold can round onto the score.
             p = float(p)
             label = "uncertain" if uncertain else ("ai" if p >= self.threshold else "real")
             outside = self.domain.outside(d.width, d.height, e.format) if self.domain else "unknown"
-            rows.append(Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread, outside, crops, p_max))
+            row = Row(d.ref, label, p, None, d.width, d.height, e.provenance, spread, outside, crops, p_max)
+            if label != "real" or self.attribute_real:  # which generator, given the image is AI
+                row.generator_pred, row.generator_prob = generator, generator_prob
+            rows.append(row)
         return rows
 
     def judge(self, refs: list[ImageRef]) -> list[Row]:

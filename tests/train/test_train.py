@@ -352,7 +352,7 @@ def test_training_and_scan_preprocessing_agree(size):
 
 
 def test_crop_view_windows_are_native_in_training_and_equal_the_scan_in_evaluation(tmp_path):
-    from train.data import Augment, ImageDataset
+    from train.data import Augment, ImageDataset, Item
 
     pre = Preprocess(32, 32, view="crop", crops=4)
     cases = {"wide.jpg": jpeg(40, 57, seed=1), "turned.jpg": jpeg(45, 70, seed=2, orientation=6)}
@@ -360,9 +360,11 @@ def test_crop_view_windows_are_native_in_training_and_equal_the_scan_in_evaluati
     items = []
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        items.append((str(tmp_path / name), 1))
+        items.append(Item(str(tmp_path / name), 1))
     evaluation = ImageDataset(items, pre, train=False)
-    decoded = BatchDecoder(pre, 8).decode([probe(ImageRef(p, p, 0, 0), cases[Path(p).name]) for p, _ in items])
+    decoded = BatchDecoder(pre, 8).decode(
+        [probe(ImageRef(i.path, i.path, 0, 0), cases[Path(i.path).name]) for i in items]
+    )
     for i, d in enumerate(decoded):
         windows, _ = evaluation[i]
         assert np.array_equal(windows.numpy().transpose(0, 2, 3, 1), d.pixels), items[i][0]
