@@ -1,7 +1,9 @@
-"""`aidetect train` and `aidetect export`: option parsing only; the work is in loop.py and export.py."""
+"""`aidetect train` and `aidetect export`: option parsing only; the work is in run.py (one or
+several processes), loop.py and export.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -85,9 +87,26 @@ def train(
     cache_gb: float = typer.Option(
         4.0, help="Decode the whole data set into memory first when it needs less than this."
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="Training processes on this machine (DistributedDataParallel: one per GPU, or gloo on CPUs). "
+        "--batch-size is per process, so a step takes N x --batch-size images and the learning rate is N x --lr "
+        "(linear scaling); --resume keeps the schedule it started with. For several machines run "
+        "`torchrun --nnodes ... -m train DATA ...` instead (README).",
+    ),
+    rendezvous_timeout: int = typer.Option(
+        120, "--rendezvous-timeout", min=1, help="Seconds a process waits for the others to join before giving up."
+    ),
 ) -> None:
     """Train a CoAtNet real-vs-AI classifier from scratch (cross-entropy, LAMB, cosine) and export it to ONNX."""
     from aidetect.errors import DataError, ExportError
+
+    if nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # c10d logs its connection retries and failures with C++ stack frames; the one-line
+        # errors say what failed. Read when torch loads, so set before it does (a user's setting wins).
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from train.loop import Augment, TrainConfig
 
     cfg = TrainConfig(
@@ -114,82 +133,22 @@ def train(
         combine=combine,
         exclude_generators=tuple(name.strip() for name in exclude_generators.split(",") if name.strip()),
         binary=binary,
+        rendezvous_timeout=rendezvous_timeout,
     )
+    from train.distributed import place_from_env
+    from train.run import launch_training, run_torchrun_process, run_training
+
+    resumed, initial = str(resume) if resume else None, str(init) if init else None
     try:
-        run_training(cfg, str(resume) if resume else None, str(init) if init else None)
+        if nproc > 1:
+            launch_training(cfg, nproc, resumed, initial)
+        elif place_from_env().many:  # started by torchrun
+            run_torchrun_process(cfg, resumed, initial)
+        else:
+            run_training(cfg, resumed, initial)
     except (DataError, ExportError, ValueError, RuntimeError) as exc:
         console.print(styled("error: ", "red", str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-
-
-def run_training(cfg, resume: str | None = None, init: str | None = None) -> dict:
-    """Find the data, train, test and export; returns the exported model's metadata."""
-    from train.data import find_splits, labelled_items
-    from train.export import export_checkpoint
-    from train.loop import Trainer
-
-    if resume and init:
-        raise ValueError("--resume continues a run; --init starts a new one from its weights: pick one")
-    splits = find_splits(cfg.data, cfg.val_split, cfg.seed, cfg.exclude_generators, cfg.binary)
-    if cfg.test:
-        splits.test = labelled_items(cfg.test)
-    _print_counts(splits.counts(), splits.val_held_out, cfg.val_split)
-    _print_generators(splits.generator_counts(), cfg.exclude_generators)
-    trainer = Trainer(cfg, splits, console)
-    if init:
-        trainer.init_weights(init)
-        console.print(f"starting from the weights of {init}")
-    if resume:
-        trainer.load(resume)
-        console.print(f"resuming after epoch {trainer.epoch} from {resume}")
-    trainer.make_datasets()
-    console.print(f"training {cfg.arch} at {cfg.img_size}px on {trainer.device.type} for {cfg.epochs} epochs")
-    trainer.fit()
-    best_path = str(trainer.run_dir / "best.pt")
-    trainer.load(best_path)
-    calibration = trainer.calibrate()
-    if calibration:
-        console.print(
-            f"calibration: temperature {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
-            f"{calibration['ece_after']:.4f} on the validation split"
-        )
-    test_metrics = None
-    if "test" in trainer.datasets:
-        test_metrics = trainer.evaluate("test")
-        console.print(
-            f"test: accuracy {test_metrics['accuracy']:.4f}  F1 {test_metrics['f1']:.4f}  "
-            f"loss {test_metrics['loss']:.4f}  ROC-AUC {_f(test_metrics['roc_auc'])}  confusion {test_metrics['confusion']}"
-        )
-    metadata = export_checkpoint(best_path, cfg.output, test_metrics, calibration)
-    console.print(f"wrote {cfg.output} (best epoch {metadata['metrics']['val'].get('epoch')})")
-    return metadata
-
-
-def _f(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def _print_counts(counts: dict, held_out: bool, fraction: float) -> None:
-    for split, per_class in counts.items():
-        note = f" (held out {fraction:.0%} of train)" if split == "val" and held_out else ""
-        console.print(f"{split}: " + ", ".join(f"{n} {name}" for name, n in per_class.items()) + note)
-
-
-def _print_generators(counts: dict[str, dict[str, int]], excluded: tuple[str, ...]) -> None:
-    """The split x generator table the model will learn attribution from (nothing for binary data)."""
-    if not counts:
-        return
-    from rich.table import Table
-
-    table = Table(title="AI images per generator", box=None, header_style="bold")
-    table.add_column("generator")
-    for split in counts:
-        table.add_column(split, justify="right")
-    for name in sorted({g for per_split in counts.values() for g in per_split}):
-        table.add_row(name, *(str(per_split.get(name, 0)) for per_split in counts.values()))
-    console.print(table)
-    if excluded:
-        console.print(f"left out of training: {', '.join(excluded)}")
 
 
 def export(

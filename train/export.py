@@ -91,6 +91,10 @@ def model_metadata(state: dict, test_metrics: dict | None = None, calibration: d
         },
         "data": state.get("data", {}),
     }
+    processes = state.get("processes", 1)
+    meta["training"]["recipe"].update(
+        processes=processes, global_batch=cfg["batch_size"] * processes, lr_applied=cfg["lr"] * processes
+    )
     if state.get("data", {}).get("domain"):
         meta["training"]["domain"] = state["data"]["domain"]
     if cfg.get("exclude_generators"):  # what `aidetect eval --unseen` may call unseen

@@ -28,8 +28,9 @@ from aidetect.pipeline.detector import ai_margin, sigmoid
 from aidetect.pipeline.domain import survey
 from aidetect.pipeline.preprocess import Preprocess
 from aidetect.pipeline.scoring import combine_logits
-from train import DEFAULT_ARCH
+from train import DEFAULT_ARCH, distributed
 from train.data import Augment, ImageDataset, Splits, collate_windows, fingerprint, mean_pixels, preload
+from train.distributed import SINGLE, Place
 from train.model import create_detector
 
 REAL = 0  # the "real" output: first, in binary and attribution models alike
@@ -63,6 +64,7 @@ class TrainConfig:
     init: str | None = None  # the checkpoint a warm start took its weights from
     exclude_generators: tuple[str, ...] = ()  # generators left out of training (cross-generator tests)
     binary: bool = False  # ignore generator labels: real vs ai only
+    rendezvous_timeout: int = 120  # seconds a process waits for the others (train/distributed.py)
 
     def run_dir(self) -> Path:
         """Checkpoints and metrics.jsonl live beside the ONNX output."""
@@ -70,14 +72,15 @@ class TrainConfig:
         return out.parent / f"{out.stem}.run"
 
 
-def pick_device(choice: str) -> torch.device:
+def pick_device(choice: str, place: Place = SINGLE) -> torch.device:
+    """The device this process trains on: with several processes, each takes its own GPU."""
     if choice == "gpu" or choice == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("--device gpu: no usable CUDA GPU on this machine")
-        return torch.device("cuda")
-    if choice == "cpu":
+    elif choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.cuda.set_device(place.local_rank)
+    return torch.device("cuda", place.local_rank)
 
 
 def build_model(arch: str, img_size: int, stem_stride: int, num_classes: int = 2) -> torch.nn.Module:
@@ -94,18 +97,29 @@ def build_model(arch: str, img_size: int, stem_stride: int, num_classes: int = 2
 class Trainer:
     """Owns the model, optimiser, scheduler and data of one training run."""
 
-    def __init__(self, cfg: TrainConfig, splits: Splits, console: Console) -> None:
-        self.cfg, self.splits, self.console = cfg, splits, console
-        self.device = pick_device(cfg.device)
+    def __init__(self, cfg: TrainConfig, splits: Splits, console: Console, place: Place = SINGLE) -> None:
+        self.cfg, self.splits, self.console, self.place = cfg, splits, console, place
+        self.device = pick_device(cfg.device, place)
         self.pre = Preprocess(
             input_size=cfg.img_size, resize_size=cfg.img_size, view=cfg.view, crops=cfg.crops, combine=cfg.combine
         )
         _seed_everything(cfg.seed)
         self.classes = splits.classes  # ("real", "ai"), or "real" and one output per generator
         self.model = build_model(cfg.arch, cfg.img_size, cfg.stem_stride, len(self.classes)).to(self.device)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" or place.many:
+            # On CPUs too with DDP: convolutions return 1x1 kernels' gradients channels_last, and
+            # with the weights laid out so too DDP's buckets match them (else it warns and copies).
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = timm.optim.create_optimizer_v2(self.model, "lamb", lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The learning rate follows the global batch: --lr is for --batch-size images a step, and N
+        # processes step with N times as many (linear scaling).
+        lr = cfg.lr * place.world
+        self.optimizer = timm.optim.create_optimizer_v2(self.model, "lamb", lr=lr, weight_decay=cfg.weight_decay)
+        # Training steps go through DDP (gradients averaged over the processes); everything else
+        # (evaluation, checkpoints, export) uses the plain model, so a checkpoint loads anywhere.
+        self.net = self.model
+        if place.many:
+            ids = [place.local_rank] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.scheduler = _make_scheduler(self.optimizer, cfg)
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.epoch = 0
@@ -147,13 +161,24 @@ class Trainer:
             )
 
     def _loader(self, name: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        """Batches of a split; with several processes, this process's shard of it (a new
+        seeded shuffle each epoch when training, every world-th image when evaluating)."""
         ds = self.datasets[name]
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)
         streaming = ds.cache is None
+        sampler = None
+        if self.place.many and shuffle:
+            sampler = torch.utils.data.DistributedSampler(
+                ds, self.place.world, self.place.rank, shuffle=True, seed=self.cfg.seed
+            )
+            sampler.set_epoch(self.epoch)
+        elif self.place.many:
+            ds = torch.utils.data.Subset(ds, range(self.place.rank, len(ds), self.place.world))
         return torch.utils.data.DataLoader(
             ds,
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             generator=gen,
             num_workers=self.cfg.workers if streaming else 0,
             pin_memory=self.device.type == "cuda",
@@ -178,13 +203,13 @@ class Trainer:
         ds = self.datasets["train"]
         ds.epoch_seed = self.cfg.seed * 1000 + self.epoch
         loader = self._loader("train", shuffle=True)
-        limit = self.cfg.max_train_images or len(ds)
-        task = progress.add_task(f"epoch {self.epoch + 1}/{self.cfg.epochs}", total=min(limit, len(ds)))
+        limit = (self.cfg.max_train_images or len(ds)) // self.place.world
+        task = progress.add_task(f"epoch {self.epoch + 1}/{self.cfg.epochs}", total=min(limit, len(loader.dataset)))
         total_loss, seen, start = 0.0, 0, time.time()
         for images, labels, _ in loader:  # one window per image when training
             inputs, labels = self._to_input(images), labels.to(self.device)
             with self._autocast():
-                loss = self.loss_fn(self.model(inputs), labels)
+                loss = self.loss_fn(self.net(inputs), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -196,6 +221,8 @@ class Trainer:
             if seen >= limit:
                 break
         progress.remove_task(task)
+        if self.place.many:  # the figures of the whole step, all processes together
+            total_loss, seen = distributed.total(total_loss, seen)
         return total_loss / max(seen, 1), seen / (time.time() - start)
 
     @torch.no_grad()
@@ -203,13 +230,21 @@ class Trainer:
         """Per image of a split: its windows' logits combined by the view's rule (scoring.py, as
         a scan combines them), and the labels."""
         self.model.eval()
+        if self.place.many:
+            distributed.share_buffers(self.model)
         out, labels_all = [], []
         for images, labels, counts in self._loader(name, shuffle=False):
             with self._autocast():
                 logits = self.model(self._to_input(images)).float().cpu().numpy().astype(np.float64)
             out.append(combine_logits(logits, counts, self.pre.combine, REAL)[0])
             labels_all.append(labels.numpy())
-        return np.concatenate(out), np.concatenate(labels_all)
+        logits, labels = np.concatenate(out), np.concatenate(labels_all)
+        if self.place.many:  # each process scored every world-th image: put the split back in order
+            shards = distributed.gather((logits, labels))
+            count = sum(len(shard_labels) for _, shard_labels in shards)
+            logits = np.concatenate([shard[0] for shard in shards])[_interleaved(count, self.place.world)]
+            labels = np.concatenate([shard[1] for shard in shards])[_interleaved(count, self.place.world)]
+        return logits, labels
 
     def evaluate(self, name: str) -> dict:
         """Detection metrics (real vs any AI output), the loss, and attribution accuracy on the
@@ -268,6 +303,8 @@ class Trainer:
     # ---- bookkeeping ------------------------------------------------------------------
 
     def _log(self, record: dict) -> None:
+        if not self.place.main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         table = Table(show_header=True, header_style="bold", box=None)
@@ -293,6 +330,7 @@ class Trainer:
             "config": _config_dict(self.cfg, self.classes),
             "preprocess": self.pre.to_dict(),
             "rng": _rng_state(),
+            "processes": self.place.world,
             "data": {
                 "counts": self.splits.counts(),
                 "generators": self.splits.generator_counts(),
@@ -302,8 +340,13 @@ class Trainer:
         }
 
     def _checkpoint(self, record: dict) -> None:
-        if self._is_better(record):
+        """Every process keeps `best` (they compute the same metrics); rank 0 alone writes."""
+        better = self._is_better(record)
+        if better:
             self.best = record
+        if not self.place.main:
+            return
+        if better:
             _atomic_save(self.state(), self.run_dir / "best.pt")
         _atomic_save(self.state(), self.run_dir / "last.pt")
 
@@ -323,6 +366,13 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best = state["epoch"], state["best"]
         _set_rng_state(state["rng"])
+
+
+def _interleaved(count: int, world: int) -> np.ndarray:
+    """Where each image of a split sits in the concatenation of the shards rank::world."""
+    sizes = [len(range(rank, count, world)) for rank in range(world)]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return np.array([starts[i % world] + i // world for i in range(count)], dtype=np.int64)
 
 
 def read_checkpoint(path: str, device: torch.device | str = "cpu") -> dict:
