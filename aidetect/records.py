@@ -6,7 +6,38 @@ here, apart from all three, so no stage imports another to name what it hands on
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
+
+from aidetect.errors import ObjectError
+
+
+class Payload:
+    """A member's bytes, read by a streaming container listing (a tar shard, a Parquet file) while
+    the stream stands at them, and handed to the reader once; or the reason they could not be."""
+
+    __slots__ = ("data", "problem")
+
+    def __init__(self, data: bytes | None = None, problem: str | None = None) -> None:
+        self.data, self.problem = data, problem
+
+    @classmethod
+    def read(cls, fetch: Callable[[], bytes]) -> Payload:
+        try:
+            return cls(fetch())
+        except (OSError, ValueError) as exc:  # the row says why; the listing goes on if it can
+            return cls(problem=str(exc))
+
+    def open(self) -> BinaryIO:
+        """The bytes as a stream, once: the holder lets go of them, so rows never keep them."""
+        data, self.data = self.data, None
+        if self.problem is not None:
+            raise ObjectError(self.problem)
+        if data is None:
+            raise ObjectError("internal error: member bytes were not read")
+        return io.BytesIO(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +49,10 @@ class ImageRef:
     size: int | None  # bytes; None when the listing could not stat it
     mtime_ns: int | None
     etag: str | None = None
+    container: str | None = None  # "tar" or "parquet": the listing expands this ref into its members
+    within: str | None = None  # for a member (or a container's own error row): the container's `key`
+    sample: str | None = None  # the `key` column: a webdataset sample key or a Parquet row's key
+    payload: Payload | None = None  # a member's bytes, when its container is read as a stream
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from aidetect.records import Row
 
 def scan(
     sources: list[str] = typer.Argument(
-        ..., help="Folders (walked recursively), image files, or s3://bucket/prefix listings.", show_default=False
+        ...,
+        help="Folders (walked recursively), image files, webdataset .tar shards, Parquet files of image bytes, or s3://bucket/prefix listings of any of them.",
+        show_default=False,
     ),
     output: str = typer.Option(
         "verdicts.parquet",
@@ -108,11 +110,27 @@ def scan(
     endpoint_url: str | None = typer.Option(
         None, "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2) (default: AWS_ENDPOINT_URL)."
     ),
+    shards: bool = typer.Option(
+        False,
+        "--shards",
+        help="Read every file of the sources as a webdataset tar shard, whatever its name (.tar files are read so anyway); sidecars (.json, .txt, .parquet, ...) are ignored.",
+    ),
+    image_column: str | None = typer.Option(
+        None,
+        "--image-column",
+        help="Parquet sources: the column of encoded images, binary or Hugging Face's {bytes, path} struct (default: the only such column).",
+    ),
+    key_column: str | None = typer.Option(
+        None,
+        "--key-column",
+        help="Parquet sources: the column that identifies a row; it becomes the `key` column (default: the row's position in its file).",
+    ),
 ) -> None:
     """Scan images and write one verdict row per image (label, prob_ai, error, size, ...) to Parquet.
 
     Rerunning the same command resumes: files already in OUTPUT with the same size and
-    mtime are skipped. Bad files become rows with `error` set; the exit code is 0 when the
+    mtime are skipped (members of tar shards and Parquet files too, while their container is
+    unchanged). Bad files become rows with `error` set; the exit code is 0 when the
     scan ran, 2 for a missing source, unusable model, device or OUTPUT.
     """
     from aidetect.engines.base import ScanOptions
@@ -141,6 +159,9 @@ def scan(
         tta=tta,
         max_spread=max_spread,
         crops=crops,
+        shards=shards,
+        image_column=image_column,
+        key_column=key_column,
     )
     if watermarks not in WATERMARK_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(WATERMARK_MODES)}", param_hint="--watermarks")

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from aidetect.errors import ModelError, SourceError
+from aidetect.io.containers import ContainerSpec, Keep, container_kind, expand
 from aidetect.io.resume import ResumeIndex, path_hash
 from aidetect.io.s3 import check_bucket, is_s3, list_images
-from aidetect.io.sources import WalkStats, walk_images
+from aidetect.io.sources import WalkStats, is_image_name, walk_images
+from aidetect.io.tables import check_table
 from aidetect.pipeline.limits import Limits, usable_cores
 from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD
 from aidetect.records import ImageRef, Row
@@ -47,6 +49,12 @@ class ScanOptions:
     watermarks: str = "auto"  # pipeline/watermark.py: auto, all or off
     crops: int | None = None  # windows per image for crop-view models (None: the model's own count)
     attribute_real: bool = False  # name a generator on rows judged real too (eval measures attribution so)
+    shards: bool = False  # read every listed file as a webdataset tar shard, whatever its name
+    image_column: str | None = None  # Parquet sources: the column of image bytes (None: the only one)
+    key_column: str | None = None  # Parquet sources: the column that becomes `key` (None: row position)
+
+    def containers(self) -> ContainerSpec:
+        return ContainerSpec(self.shards, self.image_column, self.key_column, self.limits.max_bytes)
 
     def trust_anchors(self) -> str | None:
         if not self.c2pa_trust:
@@ -126,28 +134,43 @@ def resolve_model(path: str | None) -> str:
     )
 
 
-def check_sources(sources: list[str]) -> None:
-    """Every source must exist (and every bucket answer) before any work starts."""
+def check_sources(sources: list[str], spec: ContainerSpec | None = None) -> None:
+    """Every source must exist (and every bucket answer) before any work starts; a Parquet file
+    named itself must hold one column of images."""
+    spec = spec or ContainerSpec()
     for source in sources:
         if is_s3(source):
             check_bucket(source)
         elif not os.path.exists(source):
             raise SourceError(f"{source}: no such file or folder")
+        if container_kind(source, spec) == "parquet" and not os.path.isdir(source):
+            check_table(source, spec)
 
 
-def list_refs(opts: ScanOptions, stats: WalkStats) -> Iterator[ImageRef]:
-    """Every image of every source, streaming; a file named by two overlapping sources once."""
+def list_refs(opts: ScanOptions, stats: WalkStats, keep: Keep = lambda ref: True) -> Iterator[ImageRef]:
+    """Every image of every source, streaming; a file named by two overlapping sources once.
+    Containers are listed member by member; `keep` says which members' bytes to read."""
     seen: set[int] | None = set() if len(opts.sources) > 1 else None
+    spec = opts.containers()
     for source in opts.sources:
         listing = list_images if is_s3(source) else walk_images
-        for ref in listing(source, opts.recursive, stats):
+        for ref in listing(source, opts.recursive, stats, lambda name: is_listed(name, spec)):
             if seen is not None:
                 key = path_hash(ref.key)
                 if key in seen:
                     continue
                 seen.add(key)
-            yield ref
+            kind = container_kind(ref.key, spec)
+            if kind is None:
+                yield ref
+            else:
+                yield from expand(replace(ref, container=kind), spec, keep, stats)
     stats.done = True
+
+
+def is_listed(name: str, spec: ContainerSpec) -> bool:
+    """Images and containers; with --shards, shards only (loose images are not what was asked)."""
+    return container_kind(name, spec) is not None or (is_image_name(name) and not spec.shards)
 
 
 def counted(refs: Iterable[ImageRef], stats: WalkStats) -> Iterator[ImageRef]:
@@ -161,7 +184,15 @@ def counted(refs: Iterable[ImageRef], stats: WalkStats) -> Iterator[ImageRef]:
 def fresh(refs: Iterable[ImageRef], index: ResumeIndex, result: ScanResult, superseded: set[str]) -> Iterator[ImageRef]:
     """The resume filter: drop refs the output already holds in this version (counted as skipped);
     note the paths whose older row the new one replaces."""
+    last_container = None
     for ref in refs:
+        if ref.within is not None and ref.within != last_container:
+            last_container = ref.within
+            if index.holds(ref.within):  # an earlier run's row for the container itself: replaced
+                superseded.add(ref.within)
+        if ref.within == ref.key:  # a container's own row (what ended it): written on every run
+            yield ref
+            continue
         status = index.status(ref)
         if status == "done":
             result.skipped += 1

@@ -123,7 +123,7 @@ class LocalEngine:
         """`worker` defaults to the BatchWorker the options describe (tests pass a stand-in)."""
         self.opts, self.console = opts, console
         configure_s3(opts.endpoint_url)
-        check_sources(opts.sources)
+        check_sources(opts.sources, opts.containers())
         if opts.output == STDOUT and sys.stdout.isatty():
             raise OutputError("'-o -' writes binary Parquet: pipe it into a program or redirect it to a file")
         threading.Thread(target=warm_up_sink, name="warm-up", daemon=True).start()
@@ -149,7 +149,7 @@ class LocalEngine:
         stats = WalkStats()
         start = time.monotonic()
         pool = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
-        listed = list_refs(self.opts, stats) if refs is None else counted(refs, stats)
+        listed = list_refs(self.opts, stats, index.wants) if refs is None else counted(refs, stats)
         todo = fresh(listed, index, self.result, self.sink.superseded)
         limits = self.opts.limits
         encoded = bounded_map(

@@ -32,7 +32,7 @@ from aidetect.engines.base import (
 from aidetect.errors import DeviceError, RayError
 from aidetect.io.parts import PART_PREFIX, LocalPartStore
 from aidetect.io.resume import column_mtime
-from aidetect.io.s3 import Credentials, is_s3, resolve_credentials
+from aidetect.io.s3 import arrow_path, is_s3, resolve_credentials
 from aidetect.io.sink import SCHEMA, ParquetSink, rows_to_table
 from aidetect.io.sources import WalkStats
 from aidetect.pipeline.detector import read_info
@@ -136,7 +136,7 @@ class RayEngine:
         from aidetect.io.s3 import configure
 
         configure(opts.endpoint_url)
-        check_sources(opts.sources)
+        check_sources(opts.sources, opts.containers())
         if opts.output == "-":
             raise RayError("--engine ray writes a Parquet folder or s3:// prefix; '-o -' is for the local engine")
         self.model = resolve_model(opts.model)
@@ -194,7 +194,7 @@ class RayEngine:
         staging = self._staging(run_id)
         errors: list[BaseException] = []
 
-        path, filesystem = _target(staging, self.credentials)
+        path, filesystem = arrow_path(staging, self.credentials)
 
         def write() -> None:
             try:
@@ -258,22 +258,6 @@ def _refs_table(refs: list[ImageRef]) -> pa.Table:
             "etag": pa.array([r.etag for r in refs], pa.string()),
         }
     )
-
-
-def _target(uri: str, credentials: Credentials | None):
-    """Path and pyarrow filesystem for Ray's writer (S3 endpoint and region from the environment)."""
-    if not is_s3(uri):
-        return uri, None
-    import pyarrow.fs as pafs
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if credentials is not None:
-        kwargs.update(credentials.pyarrow_kwargs())
-    return uri[len("s3://") :], pafs.S3FileSystem(**kwargs)
 
 
 def _names(run_id: str):

@@ -71,6 +71,14 @@ class ResumeIndex:
         i = np.searchsorted(array, key)
         return bool(i < len(array) and array[i] == key)
 
+    def holds(self, path: str) -> bool:
+        """Whether the output has a row for `path` (any version)."""
+        return bool(len(self.paths)) and self._has(self.paths, path_hash(path))
+
+    def wants(self, ref: ImageRef) -> bool:
+        """Whether `ref` still needs a row (its bytes are worth reading)."""
+        return self.status(ref) != "done"
+
     def status(self, ref: ImageRef) -> str:
         """'done' (same version already scanned), 'changed' (older version in output) or 'new'."""
         if not len(self.paths) or not self._has(self.paths, path_hash(ref.key)):

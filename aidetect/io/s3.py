@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aidetect.errors import ObjectError, S3Error
@@ -121,8 +121,10 @@ def check_bucket(uri: str) -> None:
         raise S3Error(f"{uri}: cannot reach S3 ({exc})") from None
 
 
-def list_images(uri: str, recursive: bool = True, stats: WalkStats | None = None) -> Iterator[ImageRef]:
-    """Stream image objects under a prefix, page by page (1,000 keys a page)."""
+def list_images(
+    uri: str, recursive: bool = True, stats: WalkStats | None = None, wanted: Callable[[str], bool] = is_image_name
+) -> Iterator[ImageRef]:
+    """Stream image objects (or those whose names are `wanted`) under a prefix, 1,000 keys a page."""
     stats = stats if stats is not None else WalkStats()
     bucket, prefix = split_uri(uri)
     kwargs = {"Bucket": bucket, "Prefix": prefix}
@@ -131,7 +133,7 @@ def list_images(uri: str, recursive: bool = True, stats: WalkStats | None = None
     for page in client().get_paginator("list_objects_v2").paginate(**kwargs):
         for obj in page.get("Contents", []):
             key = obj["Key"]
-            if key.endswith("/") or not is_image_name(key):
+            if key.endswith("/") or not wanted(key):
                 stats.ignored += not key.endswith("/")
                 continue
             stats.listed += 1
@@ -143,6 +145,25 @@ def list_images(uri: str, recursive: bool = True, stats: WalkStats | None = None
                 mtime_ns=int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000,
                 etag=obj.get("ETag", "").strip('"') or None,
             )
+
+
+def arrow_path(uri: str, credentials: Credentials | None = None):
+    """(path, pyarrow filesystem) for a URI: the S3 filesystem with the endpoint and region the
+    environment names (None for local paths). `credentials` default to this process's (a Ray
+    worker's), else pyarrow's own default chain."""
+    if not is_s3(uri):
+        return uri, None
+    import pyarrow.fs as pafs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    credentials = credentials or _credentials
+    if credentials is not None:
+        kwargs.update(credentials.pyarrow_kwargs())
+    return uri[len("s3://") :], pafs.S3FileSystem(**kwargs)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ SCHEMA = pa.schema(
         pa.field("prob_ai_max", pa.float32()),
         pa.field("generator_pred", pa.string()),
         pa.field("generator_prob", pa.float32()),
+        pa.field("key", pa.string()),  # a container member's sample key (webdataset) or row key (Parquet)
     ]
 )
 
@@ -143,5 +144,6 @@ def rows_to_table(rows: list[Row], model: str) -> pa.Table:
         "prob_ai_max": [r.prob_ai_max for r in rows],
         "generator_pred": [r.generator_pred for r in rows],
         "generator_prob": [r.generator_prob for r in rows],
+        "key": [r.ref.sample for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=SCHEMA)

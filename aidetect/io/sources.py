@@ -6,13 +6,17 @@ million files starts producing verdicts at once and memory stays flat.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from PIL import features
 
+from aidetect.errors import NotRegularFile
 from aidetect.records import ImageRef
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -59,6 +63,17 @@ def path_from_display(key: str) -> str:
     return os.fsdecode(_ESCAPE.sub(_unescape, key.encode("utf-8")))
 
 
+@contextlib.contextmanager
+def open_local(ref: ImageRef) -> Iterator[BinaryIO]:
+    """A local file opened for reading; never a FIFO, device or folder."""
+    # O_NONBLOCK: a FIFO named like an image must not hang the scan; it is refused below.
+    fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile("not a regular file")
+        yield f
+
+
 @dataclass
 class WalkStats:
     """Counts a source keeps while it lists, read by the runner for its summary."""
@@ -79,8 +94,11 @@ def file_ref(path: str) -> ImageRef:
     return ImageRef(path=path, key=display_path(os.path.abspath(path)), size=size, mtime_ns=mtime)
 
 
-def walk_images(root: str, recursive: bool = True, stats: WalkStats | None = None) -> Iterator[ImageRef]:
-    """Yield every image file under `root` (or `root` itself when it is a file).
+def walk_images(
+    root: str, recursive: bool = True, stats: WalkStats | None = None, wanted: Callable[[str], bool] = is_image_name
+) -> Iterator[ImageRef]:
+    """Yield every image file under `root` (or `root` itself when it is a file); `wanted` says
+    which names to list (images; the scan adds containers of them: tar shards, Parquet files).
 
     Directory symlinks are followed, but each real directory is visited once, so a
     symlink loop cannot hang the walk.
@@ -110,7 +128,7 @@ def walk_images(root: str, recursive: bool = True, stats: WalkStats | None = Non
                 if _is_dir(entry):
                     if recursive:
                         subfolders.append(entry.path)
-                elif is_image_name(entry.name) and _is_file_or_broken_link(entry):
+                elif wanted(entry.name) and _is_file_or_broken_link(entry):
                     stats.listed += 1
                     yield file_ref(entry.path)
                 else:

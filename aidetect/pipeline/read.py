@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
 from aidetect.errors import NotRegularFile
+from aidetect.io.sources import open_local
 from aidetect.pipeline import jpeg
 from aidetect.pipeline.limits import MIB, Limits
 from aidetect.records import NO_PROVENANCE, ImageRef, Provenance
@@ -46,17 +45,6 @@ HEAD_BYTES = 64 << 10  # enough for the header of every format we decode, bar ra
 # First bytes of the formats aidetect decodes: a file named like an image that starts otherwise
 # is refused from its first 64 KiB, without reading the rest.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
-
-
-@contextlib.contextmanager
-def open_local(ref: ImageRef) -> Iterator[BinaryIO]:
-    """A local file opened for reading; never a FIFO, device or folder."""
-    # O_NONBLOCK: a FIFO named like an image must not hang the scan; it is refused below.
-    fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile("not a regular file")
-        yield f
 
 
 def read_file(ref: ImageRef) -> bytes:

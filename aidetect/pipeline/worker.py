@@ -8,14 +8,17 @@ actor. Either way a bad file is a row, never an exception.
 
 from __future__ import annotations
 
+import contextlib
+
 from aidetect.io.s3 import is_s3, open_object
+from aidetect.io.sources import open_local
 from aidetect.pipeline.decode import BatchDecoder, Decoded
 from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.domain import domain_of
 from aidetect.pipeline.limits import Limits
 from aidetect.pipeline.provenance import inspect as inspect_provenance
 from aidetect.pipeline.provenance import with_watermark
-from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load, open_local
+from aidetect.pipeline.read import DEFAULT_LIMITS, Encoded, load
 from aidetect.pipeline.scoring import Scorer
 from aidetect.pipeline.tta import DEFAULT_MAX_SPREAD, variants_for
 from aidetect.pipeline.watermark import checks_watermark
@@ -23,7 +26,9 @@ from aidetect.records import ImageRef, Row
 
 
 def open_ref(ref: ImageRef):
-    """A stream of a file's or an object's bytes."""
+    """A stream of a file's, an object's or a container member's bytes."""
+    if ref.payload is not None:
+        return contextlib.nullcontext(ref.payload.open())
     return open_object(ref) if is_s3(ref.path) else open_local(ref)
 
 
