@@ -147,9 +147,12 @@ def check_sources(sources: list[str], spec: ContainerSpec | None = None) -> None
             check_table(source, spec)
 
 
-def list_refs(opts: ScanOptions, stats: WalkStats, keep: Keep = lambda ref: True) -> Iterator[ImageRef]:
+def list_refs(
+    opts: ScanOptions, stats: WalkStats, keep: Keep = lambda ref: True, members: bool = True
+) -> Iterator[ImageRef]:
     """Every image of every source, streaming; a file named by two overlapping sources once.
-    Containers are listed member by member; `keep` says which members' bytes to read."""
+    Containers are listed member by member (`keep` says which members' bytes to read), or, with
+    `members` False, as one ref each (Ray hands whole containers to its workers)."""
     seen: set[int] | None = set() if len(opts.sources) > 1 else None
     spec = opts.containers()
     for source in opts.sources:
@@ -163,8 +166,10 @@ def list_refs(opts: ScanOptions, stats: WalkStats, keep: Keep = lambda ref: True
             kind = container_kind(ref.key, spec)
             if kind is None:
                 yield ref
-            else:
+            elif members:
                 yield from expand(replace(ref, container=kind), spec, keep, stats)
+            else:
+                yield replace(ref, container=kind)
     stats.done = True
 
 
@@ -186,6 +191,11 @@ def fresh(refs: Iterable[ImageRef], index: ResumeIndex, result: ScanResult, supe
     note the paths whose older row the new one replaces."""
     last_container = None
     for ref in refs:
+        if ref.container is not None:  # a whole container (Ray): its members are filtered where it is read
+            if index.holds(ref.key):
+                superseded.add(ref.key)
+            yield ref
+            continue
         if ref.within is not None and ref.within != last_container:
             last_container = ref.within
             if index.holds(ref.within):  # an earlier run's row for the container itself: replaced

@@ -29,9 +29,11 @@ from aidetect.engines.base import (
     progress_bar,
     resolve_model,
 )
+from aidetect.engines.local import batched
 from aidetect.errors import DeviceError, RayError
+from aidetect.io.containers import expand
 from aidetect.io.parts import PART_PREFIX, LocalPartStore
-from aidetect.io.resume import column_mtime
+from aidetect.io.resume import ResumeIndex, column_mtime
 from aidetect.io.s3 import arrow_path, is_s3, resolve_credentials
 from aidetect.io.sink import SCHEMA, ParquetSink, rows_to_table
 from aidetect.io.sources import WalkStats
@@ -65,13 +67,24 @@ class RayBatchWorker:
         self.worker = build_worker(opts, path, settings["device"], 1, 1, settings["trust_pem"])
         self.label = self.worker.label
         self.counter = settings["counter"]
+        self.opts = opts
+        self.index = ResumeIndex(*ray.get(settings["index"]))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        cols = batch.to_pydict()
-        refs = [
-            ImageRef(os.fsdecode(p), k, s, m, e)
-            for p, k, s, m, e in zip(cols["path"], cols["key"], cols["size"], cols["mtime_ns"], cols["etag"])
-        ]
+    def __call__(self, block: pa.Table) -> pa.Table:
+        """A block of loose images, or one whole container: its members are listed, filtered
+        through the resume index and judged here, a batch at a time."""
+        refs = refs_from_table(block)
+        if len(refs) != 1 or refs[0].container is None:
+            return self._judge(refs)
+        skipped = ScanResult(output="")
+        stats = WalkStats(listed=1)
+        members = expand(refs[0], self.opts.containers(), self.index.wants, stats)
+        todo = fresh(members, self.index, skipped, set())
+        tables = [self._judge(batch) for batch in batched(todo, max(self.opts.batch_size, 1))]
+        self.counter.skip.remote(skipped.skipped)
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+    def _judge(self, refs: list[ImageRef]) -> pa.Table:
         table = rows_to_table(self.worker.judge(refs), self.label)
         self.counter.add.remote(len(refs))
         return table
@@ -81,13 +94,19 @@ def _counter_class(ray):
     @ray.remote(num_cpus=0)
     class Counter:
         def __init__(self) -> None:
-            self.n = 0
+            self.n, self.skipped = 0, 0
 
         def add(self, n: int) -> None:
             self.n += n
 
+        def skip(self, n: int) -> None:
+            self.skipped += n
+
         def value(self) -> int:
             return self.n
+
+        def skipped_value(self) -> int:
+            return self.skipped
 
     return Counter
 
@@ -153,25 +172,28 @@ class RayEngine:
         index = self.sink.open(self.opts.overwrite)
         stats = WalkStats()
         start = time.monotonic()
-        todo = list(fresh(list_refs(self.opts, stats), index, self.result, self.sink.superseded))
+        listed = list_refs(self.opts, stats, members=False)
+        todo = list(fresh(listed, index, self.result, self.sink.superseded))
         self.result.ignored, self.result.unreadable_dirs = stats.ignored, stats.unreadable_dirs
         if todo:
-            run_id = (
-                self.sink.run_id
-            )  # in every part name: the sink keeps this run's rows when it drops superseded ones
-            staging = self._write(todo, run_id)
-            commit_staged(self.sink.store, staging, self.result)
+            # The run id is in every part name: the sink keeps this run's rows when it drops superseded ones.
+            staging = self._write(todo, index, self.sink.run_id)
+            commit_staged(self.sink.store, staging, self.result, index, self.sink.superseded)
         self.sink.close()  # drops the rows superseded by this run's
         self.result.seconds = time.monotonic() - start
         return self.result
 
     def _dataset(self, todo: list[ImageRef]):
-        """One block per batch, made on the driver: no upstream task competes with the actors for CPUs."""
+        """One block per batch of loose images and one per container (a shard is never split
+        between two workers or two output files), made on the driver: no upstream task competes
+        with the actors for CPUs."""
         size = max(self.opts.batch_size, 1)
-        blocks = [_refs_table(todo[i : i + size]) for i in range(0, len(todo), size)]
+        loose = [r for r in todo if r.container is None]
+        blocks = [_refs_table(loose[i : i + size]) for i in range(0, len(loose), size)]
+        blocks += [_refs_table([r]) for r in todo if r.container is not None]
         return self.ray.data.from_arrow(blocks)
 
-    def _write(self, todo: list[ImageRef], run_id: str) -> str:
+    def _write(self, todo: list[ImageRef], index: ResumeIndex, run_id: str) -> str:
         ray = self.ray
         counter = _counter_class(ray).remote()
         settings = {
@@ -179,13 +201,14 @@ class RayEngine:
             "credentials": self.credentials,
             "trust_pem": self.opts.trust_anchors(),  # read here: a worker may not have the file
             "counter": counter,
+            "index": ray.put((index.paths, index.versions)),  # members are filtered where their container is read
         }
         with open(self.model, "rb") as f:
             model = f.read()  # Ray Data puts constructor arguments in the object store once
         ds = self._dataset(todo).map_batches(
             RayBatchWorker,
             fn_constructor_args=(model, self.opts, settings),
-            batch_size=self.opts.batch_size,
+            batch_size=None,  # a block as the driver made it: a batch, or one whole container
             batch_format="pyarrow",
             concurrency=self.workers,
             num_gpus=self.gpus or None,
@@ -211,8 +234,9 @@ class RayEngine:
 
         thread = threading.Thread(target=write, daemon=True)
         thread.start()
+        containers = any(r.container is not None for r in todo)
         with progress_bar(self.console, self.opts.quiet) as progress:
-            task = progress.add_task("scanning on Ray", total=len(todo), rate="")
+            task = progress.add_task("scanning on Ray", total=None if containers else len(todo), rate="")
             while thread.is_alive():
                 thread.join(0.5)
                 done = ray.get(counter.value.remote())
@@ -220,6 +244,7 @@ class RayEngine:
                 progress.update(task, completed=done, rate=f"{done / elapsed:.1f} img/s")
         if errors:
             raise errors[0]
+        self.result.skipped += ray.get(counter.skipped_value.remote())
         return staging
 
     def _staging(self, run_id: str) -> str:
@@ -228,15 +253,18 @@ class RayEngine:
         return os.path.join(os.path.abspath(self.opts.output), f".staging-{run_id}")
 
 
-def commit_staged(store, staging: str, result: ScanResult) -> None:
+def commit_staged(store, staging: str, result: ScanResult, index: ResumeIndex, superseded: set[str]) -> None:
     """Move each file Ray's writer finished into OUTPUT as a part file (one atomic put each),
-    counting its rows into `result`; the staging folder goes when empty."""
+    counting its rows into `result` and noting in `superseded` the paths whose older rows they
+    replace (container members were filtered on the workers); the staging folder goes when empty."""
     from aidetect.io.parts import open_store
 
     staged = open_store(staging)
     for name in staged.names():
         data = staged.get(name)
-        table = pq.read_table(pa.BufferReader(data), columns=["label", "error", "verdict_source", "model", "in_domain"])
+        columns = ["path", "label", "error", "verdict_source", "model", "in_domain"]
+        table = pq.read_table(pa.BufferReader(data), columns=columns)
+        superseded.update(p for p in table.column("path").to_pylist() if index.holds(p))
         result.model = result.model or next(iter(table.column("model").to_pylist()), "")
         columns = ("label", "error", "verdict_source", "in_domain")
         for label, error, source, inside in zip(*(table.column(c).to_pylist() for c in columns)):
@@ -245,6 +273,12 @@ def commit_staged(store, staging: str, result: ScanResult) -> None:
         staged.delete(name)
     if isinstance(staged, LocalPartStore) and os.path.isdir(staging):
         os.rmdir(staging)
+
+
+def refs_from_table(table: pa.Table) -> list[ImageRef]:
+    cols = table.to_pydict()
+    fields = ("path", "key", "size", "mtime_ns", "etag", "container")
+    return [ImageRef(os.fsdecode(p), k, s, m, e, container=c) for p, k, s, m, e, c in zip(*(cols[f] for f in fields))]
 
 
 def _refs_table(refs: list[ImageRef]) -> pa.Table:
@@ -256,6 +290,7 @@ def _refs_table(refs: list[ImageRef]) -> pa.Table:
             "size": pa.array([r.size for r in refs], pa.int64()),
             "mtime_ns": pa.array([column_mtime(r.mtime_ns) for r in refs], pa.int64()),
             "etag": pa.array([r.etag for r in refs], pa.string()),
+            "container": pa.array([r.container for r in refs], pa.string()),
         }
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 from helpers.images import jpeg
 
@@ -72,8 +73,11 @@ def test_ray_commit_moves_finished_files_into_output_and_counts_them(tmp_path):
     )
     _part(staged, "part-r1-b.parquet", [Row(ref("c.jpg"), "real", 0.1, None, 1, 1)])
     result = ScanResult(output=out.uri)
-    commit_staged(out, staging, result)
+    earlier = ResumeIndex(np.array([path_hash("/x/c.jpg")], np.int64), np.empty(0, np.int64))
+    superseded: set[str] = set()
+    commit_staged(out, staging, result, earlier, superseded)
     assert sorted(out.names()) == ["part-r1-a.parquet", "part-r1-b.parquet"] and not os.path.exists(staging)
+    assert superseded == {"/x/c.jpg"}  # the output held an older row of it
     assert (result.scanned, result.ai, result.real, result.errors, result.model) == (3, 1, 1, 1, "m@1")
     assert len(load_index(out)) == 3
 

@@ -50,6 +50,47 @@ def test_local_ray_matches_the_local_engine_and_resumes(corpus, model_path, tmp_
     assert not [n for n in os.listdir(out) if n.startswith(".staging")]
 
 
+def test_ray_reads_whole_shards_and_parquet_files_as_the_local_engine_does(tmp_path, model_path):
+    """Containers are the unit of work on Ray: members are listed and resumed on the workers."""
+    import pyarrow.parquet as pq
+    from helpers.containers import hf_table, tar_bytes, write_shards
+
+    src = tmp_path / "in"
+    write_shards(src, 3, 3)
+    pq.write_table(hf_table(4), src / "hf.parquet")
+    data = tar_bytes([("ok.jpg", jpeg(seed=1)), ("cut.jpg", jpeg(80, 80, seed=2))])
+    (src / "cut.tar").write_bytes(data[: data.index(jpeg(80, 80, seed=2)) + 100])
+    (src / "loose.jpg").write_bytes(jpeg(seed=3))
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / f"{engine}.parquet"
+        args = [
+            "scan",
+            str(src),
+            "-o",
+            str(outs[engine]),
+            "--model",
+            model_path,
+            "--engine",
+            engine,
+            "--batch-size",
+            "2",
+        ]
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr.decode()
+    local, ray = pd.read_parquet(outs["local"]), pd.read_parquet(outs["ray"])
+    assert len(local) == 9 + 4 + 2 + 1
+    _same_verdicts(local, ray)
+    assert local.set_index("path").key.equals(ray.set_index("path").key.reindex(local.set_index("path").index))
+    (src / "00001.tar").write_bytes(tar_bytes([("new.jpg", jpeg(seed=7))]))  # one shard changes
+    again = run_cli("scan", str(src), "-o", str(outs["ray"]), "--model", model_path, "--engine", "ray")
+    err = again.stderr.decode()
+    assert "scanned 1 image " in err and "13 skipped" in err, err
+    df = pd.read_parquet(outs["ray"])
+    # the new member is added; the old version's members keep their rows, as deleted files do
+    assert len(df) == 17 and df.path.is_unique
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A one-node Ray cluster started the way a person starts one, on loopback; stopped at the end."""
