@@ -15,6 +15,9 @@ Each measurement runs in its own process on the same corpus and the same model:
   decode_full the decode ceiling without reduced-size decoding of large JPEGs: what that gains
   hostile    peak memory and wall time of a scan of files built to exhaust memory or time
   watermark  the watermark reader's cost per image, and the levels unmarked corpus photos reach
+  containers the same photos as loose files, as 10 webdataset tar shards and as one Parquet file
+             of image bytes (scan rate of each), and peak memory of a scan of one shard of N and
+             of 10 N small images (must not grow with the shard)
   views      the same network as a crop-view model (native-resolution windows) with 1 and 9
              windows beside the resize view: scan, model work and decode ceiling of each, and the
              CPU ways to get windows out of a 12 MP JPEG (one decode and cuts, or ROI decodes)
@@ -456,6 +459,66 @@ def hostile_scan(args, photos: dict) -> dict:
     return result
 
 
+def _write_tar(path: Path, files: list[Path]) -> None:
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for f in files:
+            tar.add(f, arcname=f.name)
+
+
+def container_corpus(folder: Path, shards: int = 10) -> tuple[Path, Path]:
+    """The photos of `folder` as `shards` tar shards and as one Parquet file (built once, cached)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    home = CACHE / f"containers-{folder.name}-{len(files)}"
+    shard_dir, table = home / "shards", home / "photos.parquet"
+    if not table.exists():
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        per = -(-len(files) // shards)
+        for s in range(shards):
+            _write_tar(shard_dir / f"{s:05d}.tar", files[s * per : (s + 1) * per])
+        images = pa.array([f.read_bytes() for f in files], pa.binary())
+        pq.write_table(pa.table({"key": [f.stem for f in files], "jpg": images}), table, row_group_size=64)
+    return shard_dir, table
+
+
+def container_scans(args, photos: dict) -> dict:
+    """Loose files vs tar shards vs Parquet on the same photos, and memory vs shard size."""
+    shard_dir, table = container_corpus(args.folder)
+    runs: dict[str, list[dict]] = {"loose": [], "shards": [], "parquet": []}
+    for _ in range(max(1, args.repeats)):  # in turn, as scans_alternating does
+        runs["loose"].append(scan_once(args.folder, args))
+        runs["shards"].append(scan_once(shard_dir, args))
+        runs["parquet"].append(scan_once(table, args))
+    best = {k: _fastest(v) for k, v in runs.items()}
+    result = {k: {**v, "scan_rate": _scan_rate(v)} for k, v in best.items()}
+    result["shards_vs_loose"] = result["shards"]["scan_rate"] / result["loose"]["scan_rate"]
+    result["parquet_vs_loose"] = result["parquet"]["scan_rate"] / result["loose"]["scan_rate"]
+    small, large = small_corpus(args.rss_files), small_corpus(args.rss_files * 10)
+    sizes = []
+    for corpus in (small, large):
+        shard = CACHE / f"one-shard-{corpus.name}.tar"
+        if not shard.exists():
+            _write_tar(shard, sorted(corpus.iterdir()))
+        sizes.append(scan_once(shard, args))
+    result["one_shard"] = {
+        "images": [r["images"] for r in sizes],
+        "peak_rss_mb": [r["peak_rss_mb"] for r in sizes],
+        "growth": sizes[1]["peak_rss_mb"] / sizes[0]["peak_rss_mb"] - 1,
+    }
+    print(
+        f"containers loose {result['loose']['scan_rate']:.1f}, 10 tar shards {result['shards']['scan_rate']:.1f} "
+        f"({result['shards_vs_loose']:.2f}x), one Parquet {result['parquet']['scan_rate']:.1f} "
+        f"({result['parquet_vs_loose']:.2f}x) images/s; one shard of {sizes[0]['images']} vs {sizes[1]['images']} "
+        f"images: peak RSS {sizes[0]['peak_rss_mb']:.0f} vs {sizes[1]['peak_rss_mb']:.0f} MB",
+        file=sys.stderr,
+    )
+    return result
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -576,6 +639,8 @@ def main() -> None:
         )
     if "hostile" not in skip:
         results["hostile"] = hostile_scan(args, results["scan"])
+    if "containers" not in skip:
+        results["containers"] = container_scans(args, results["scan"])
     if "watermark" not in skip:
         mark = results["watermark"] = child("watermark", args)
         costs = ", ".join(f"{k} {v:.0f} ms" for k, v in mark["ms_per_image"].items())

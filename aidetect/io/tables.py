@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from aidetect.errors import SourceError
 from aidetect.io.containers import ContainerSpec, Keep, chained, container_row, member_ref
@@ -21,6 +22,8 @@ from aidetect.io.sources import WalkStats
 from aidetect.records import ImageRef, Payload
 
 ROWS_PER_READ = 16  # rows decoded at a time: a few pages of the image column
+MAX_EXPANSION = 8  # image bytes compress by a few percent; far more is not images
+MAX_EXPANDED_BYTES = 64 << 20  # small row groups may compress well (a column of tiny PNGs)
 
 
 class NoImageColumn(SourceError):
@@ -61,8 +64,6 @@ def key_column(schema: pa.Schema, wanted: str | None) -> str | None:
 
 def _open(ref: ImageRef):
     """pyarrow's ParquetFile over the local file or the S3 object (ranged reads, no download)."""
-    import pyarrow.parquet as pq
-
     path, filesystem = arrow_path(ref.path)
     source = filesystem.open_input_file(path) if filesystem is not None else path
     return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
@@ -95,14 +96,18 @@ def table_members(table: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkS
             stats.ignored += 1
             return
         columns = [images] if keys is None or keys == images else [images, keys]
-        for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, columns=columns):
-            cells = batch.column(0)
-            if pa.types.is_struct(cells.type):
-                cells = cells.field("bytes")
-            names = batch.column(columns.index(keys)).to_pylist() if keys else range(position, position + len(batch))
-            for i, name in enumerate(names):
-                yield _row(table, cells[i], str(name), spec, keep)
-            position += len(batch)
+        for group in range(parquet.num_row_groups):
+            _check_expansion(parquet.metadata.row_group(group), images, group)
+            for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, row_groups=[group], columns=columns):
+                cells = batch.column(0)
+                if pa.types.is_struct(cells.type):
+                    cells = cells.field("bytes")
+                names = (
+                    batch.column(columns.index(keys)).to_pylist() if keys else range(position, position + len(batch))
+                )
+                for i, name in enumerate(names):
+                    yield _row(table, cells[i], str(name), spec, keep)
+                position += len(batch)
         return
     except SourceError as exc:
         problem = str(exc)
@@ -110,6 +115,20 @@ def table_members(table: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkS
         problem = f"not a readable Parquet file: {_first_line(exc)}" if not position else _first_line(exc)
     suffix = f" at row {position} (rows after it not scanned)" if position else ""
     yield container_row(table, problem + suffix)
+
+
+def _check_expansion(group: pq.RowGroupMetaData, column: str, index: int) -> None:
+    """Encoded images do not compress: an image column that expands many times over is a
+    decompression bomb (pyarrow inflates a page whole), refused from the footer before any read."""
+    chunks = [group.column(c) for c in range(group.num_columns)]
+    leaf = [c for c in chunks if c.path_in_schema == column or c.path_in_schema.startswith(column + ".")]
+    packed = sum(c.total_compressed_size for c in leaf)
+    unpacked = sum(c.total_uncompressed_size for c in leaf)
+    if unpacked > MAX_EXPANDED_BYTES and unpacked > MAX_EXPANSION * max(packed, 1):
+        raise SourceError(
+            f"row group {index} would expand from {packed} to {unpacked} bytes (encoded images do not "
+            "compress): refused as a decompression bomb"
+        )
 
 
 def _row(table: ImageRef, cell: pa.Scalar, key: str, spec: ContainerSpec, keep: Keep) -> ImageRef:

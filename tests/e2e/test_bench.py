@@ -68,3 +68,8 @@ def test_bench_runs_and_reports_every_figure(tmp_path, model_path):
     assert set(mark["ms_per_image"]) == {"512x512 PNG", "1024x1024 PNG", "1024x1024 JPEG", "4000x3000 JPEG"}
     hostile = result["hostile"]
     assert hostile["files"] == 19 and 0 < hostile["peak_rss_mb"] < 1536, hostile  # the README's bound: 1.5 GB
+    containers = result["containers"]
+    for kind in ("loose", "shards", "parquet"):
+        assert containers[kind]["images"] == 6, kind  # the same photos, whatever holds them
+    assert containers["shards_vs_loose"] == approx(containers["shards"]["scan_rate"] / containers["loose"]["scan_rate"])
+    assert containers["one_shard"]["images"] == [20, 200]

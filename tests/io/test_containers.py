@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -92,11 +93,17 @@ def _context(value):
     return contextlib.nullcontext(value)
 
 
+def readme_join_snippet() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("captions = pd.DataFrame(")[0].rsplit("```python", 1)[1]
+    return block + "captions = pd.DataFrame(" + readme.split("captions = pd.DataFrame(")[1].split("```")[0]
+
+
 @pytest.mark.slow
-def test_tar_shards_folder_end_to_end_resume_and_change(tmp_path, model_path):
+def test_tar_shards_folder_end_to_end_resume_and_change(tmp_path, model_path, monkeypatch):
     src = tmp_path / "shards"
     first, second = write_shards(src, 2, 4)
-    out = tmp_path / "out"
+    out = tmp_path / "verdicts"
     proc = _scan(src, out, model_path)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_parquet(out)
@@ -106,6 +113,10 @@ def test_tar_shards_folder_end_to_end_resume_and_change(tmp_path, model_path):
     assert (df.bytes == df.key.map(lambda k: len(jpeg(40, 48, seed=int(k))))).all()
     assert (df.mtime == pd.Timestamp(1_700_000_000, unit="s", tz="UTC")).all()
     assert "ignored" in proc.stderr.decode() and "2 ignored" in proc.stderr.decode()  # the sidecars
+    monkeypatch.chdir(tmp_path)  # the README's join of verdicts back to captions, as printed there
+    scope: dict = {}
+    exec(readme_join_snippet(), scope)
+    assert sorted(scope["joined"].caption) == [f"caption {i}" for i in range(4, 8)]
 
     again = _scan(src, out, model_path)
     assert "scanned 0 images" in again.stderr.decode() and "8 skipped" in again.stderr.decode()
@@ -239,3 +250,21 @@ def test_bucket_of_shards_and_a_parquet_object(bucket, tmp_path, model_path):
     assert df[df.path.str.contains("shards/00000.tar")].etag.str.len().gt(0).all()
     again = _scan([f"s3://{BUCKET}/shards/", f"s3://{BUCKET}/tables/hf.parquet"], out, model_path)
     assert "11 skipped" in again.stderr.decode() and len(pd.read_parquet(out)) == 11
+
+
+def test_a_parquet_decompression_bomb_is_refused_from_its_footer(tmp_path):
+    """A few hundred KB of zstd that would inflate to 200 MB in one page: one row, nothing inflated."""
+    from aidetect.io.tables import table_members
+
+    bomb = tmp_path / "bomb.parquet"
+    good = pa.table({"jpg": pa.array([jpeg()], pa.binary())})
+    huge = pa.table({"jpg": pa.array([bytes(200 << 20)], pa.binary())})
+    with pq.ParquetWriter(bomb, good.schema, compression="zstd") as writer:
+        writer.write_table(good)
+        writer.write_table(huge)
+    assert bomb.stat().st_size < 1 << 20
+    ref = ImageRef(str(bomb), str(bomb), bomb.stat().st_size, 1, container="parquet")
+    first, refused = table_members(ref, ContainerSpec(), lambda r: True, WalkStats())
+    assert first.payload.data == jpeg() and refused.key == str(bomb)
+    assert "row group 1 would expand" in refused.payload.problem and "decompression bomb" in refused.payload.problem
+    assert refused.payload.problem.endswith("at row 1 (rows after it not scanned)")
