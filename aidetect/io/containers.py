@@ -100,8 +100,10 @@ def open_container(ref: ImageRef) -> Iterator[BinaryIO]:
 def expand(ref: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkStats) -> Iterator[ImageRef]:
     """The member refs of a container ref (payloads read for those `keep` wants), in order; each
     counted as listed in `stats`, the container itself no longer (a Parquet file with no image
-    column at all is metadata, not images: counted as ignored)."""
+    column at all is metadata, not images: counted as ignored). A member name (or Parquet key)
+    seen twice in one container names one `path`: the first is scanned, the others ignored."""
     stats.listed -= 1
+    seen: set[int] = set()  # hashes, not names: a million-row table costs tens of MB, not hundreds
     if ref.container == "tar":
         from aidetect.io.shards import shard_members
 
@@ -111,6 +113,11 @@ def expand(ref: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkStats) -> 
 
         members = table_members(ref, spec, keep, stats)
     for member in members:
+        if member.key != ref.key:  # not the container's own row
+            if hash(member.key) in seen:
+                stats.ignored += 1
+                continue
+            seen.add(hash(member.key))
         stats.listed += 1
         yield member
 

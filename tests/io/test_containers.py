@@ -73,6 +73,16 @@ def test_members_not_wanted_are_never_read(tmp_path):
     assert all(m.etag == f"{shard.stat().st_size}-1" and m.within == ref.key for m in members)
 
 
+def test_a_name_twice_in_one_container_is_one_row(tmp_path):
+    shard = tmp_path / "dup.tar"
+    shard.write_bytes(tar_bytes([("a.jpg", jpeg(seed=1)), ("b.jpg", jpeg(seed=2)), ("a.jpg", jpeg(seed=3))]))
+    ref = ImageRef(str(shard), str(shard), shard.stat().st_size, 1, container="tar")
+    stats = WalkStats(listed=1)
+    members = list(expand(ref, ContainerSpec(), lambda r: True, stats))
+    assert [m.key for m in members] == [f"tar://a.jpg::{shard}", f"tar://b.jpg::{shard}"]
+    assert members[0].payload.data == jpeg(seed=1) and (stats.listed, stats.ignored) == (2, 1)
+
+
 def test_an_oversized_member_is_skipped_unread_on_a_stream(tmp_path, monkeypatch):
     """A member over the limit is skipped by chunks, not read into memory (the stream is not seekable)."""
     from aidetect.io import shards
