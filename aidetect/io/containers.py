@@ -12,7 +12,6 @@ a container early becomes one row for the container itself, after the members re
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -120,7 +119,3 @@ def expand(ref: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkStats) -> 
             seen.add(hash(member.key))
         stats.listed += 1
         yield member
-
-
-def basename(ref: ImageRef) -> str:
-    return os.path.basename(ref.key.rstrip("/"))
