@@ -9,6 +9,7 @@ base-256 sizes) and POSIX PAX (path, size, mtime), which is what webdataset writ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -203,11 +204,15 @@ class TarReader:
                 size = int(pax[b"size"])
             except ValueError:
                 raise TarError(start, "bad PAX size") from None
+            if size < 0:  # read(-n) reads to the end: never let a size be negative
+                raise TarError(start, "negative size")
         mtime: float | None = _number(block[136:148], "mtime", start)
         if b"mtime" in pax:
             try:
                 mtime = float(pax[b"mtime"])
             except ValueError:
+                mtime = None
+            if mtime is not None and not math.isfinite(mtime):  # "inf" and "nan" parse as floats
                 mtime = None
         if kind in (b"1", b"2", b"3", b"4", b"5", b"6"):
             size = 0  # links, devices and folders carry no data, whatever the field says

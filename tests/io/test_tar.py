@@ -155,3 +155,24 @@ def test_read_data_only_once_and_only_current():
     next(it)
     with pytest.raises(ValueError):
         reader.read_data(first)
+
+
+def test_a_negative_pax_size_is_damage():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a.jpg")
+        info.size, info.pax_headers = 1, {"size": "-5"}
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(TarError, match="negative size"):
+        list(TarReader(io.BytesIO(buf.getvalue())))
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1e400", "12x"])
+def test_a_pax_mtime_that_is_no_time_is_none(value):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a.jpg")
+        info.size, info.pax_headers = 1, {"mtime": value}
+        tar.addfile(info, io.BytesIO(b"x"))
+    (member,) = list(TarReader(io.BytesIO(buf.getvalue())))
+    assert member.mtime is None and member.size == 1
