@@ -74,7 +74,7 @@ def check_table(source: str, spec: ContainerSpec) -> None:
     ref = ImageRef(source, source, None, None)
     try:
         schema = _open(ref).schema_arrow
-    except (OSError, pa.ArrowException) as exc:
+    except Exception as exc:  # as in table_members: any failure to read the footer
         raise SourceError(f"{source}: not a readable Parquet file ({_first_line(exc)})") from None
     try:
         image_column(schema, spec.image_column)
@@ -111,7 +111,7 @@ def table_members(table: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkS
         return
     except SourceError as exc:
         problem = str(exc)
-    except (OSError, pa.ArrowException) as exc:
+    except Exception as exc:  # pyarrow raises many types on a malformed file (UnicodeDecodeError, ...)
         problem = f"not a readable Parquet file: {_first_line(exc)}" if not position else _first_line(exc)
     suffix = f" at row {position} (rows after it not scanned)" if position else ""
     yield container_row(table, problem + suffix)

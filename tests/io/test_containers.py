@@ -308,3 +308,28 @@ def test_hundreds_of_mutated_shards_never_raise(tmp_path):
         members = list(shard_members(ref, ContainerSpec(max_bytes=1 << 20), lambda r: True))
         assert all(m.within == str(shard) and m.payload is not None for m in members)
         assert sum(m.key == str(shard) for m in members) <= 1 and len(members) <= 5
+
+
+def test_hundreds_of_mutated_parquet_files_never_raise(tmp_path):
+    """pyarrow raises many types on a damaged file (a footer's column name that is not UTF-8 is a
+    UnicodeDecodeError): each becomes the file's own row, after the rows read before it."""
+    import random
+
+    from aidetect.io.tables import table_members
+
+    buf = io.BytesIO()
+    pq.write_table(hf_table(6), buf, row_group_size=2)
+    base = buf.getvalue()
+    rng = random.Random(1)
+    problems = set()
+    for i in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path = tmp_path / f"{i}.parquet"
+        path.write_bytes(bytes(data))
+        ref = ImageRef(str(path), str(path), len(data), 1, container="parquet")
+        rows = list(table_members(ref, ContainerSpec(), lambda r: True, WalkStats()))
+        assert len(rows) <= 7 and sum(r.key == str(path) for r in rows) <= 1
+        problems |= {r.payload.problem.split(":")[0] for r in rows if r.key == str(path)}
+    assert "not a readable Parquet file" in problems  # the damage did reach the reader
