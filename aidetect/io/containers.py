@@ -11,13 +11,10 @@ a container early becomes one row for the container itself, after the members re
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
-from aidetect.io.s3 import is_s3, open_object
-from aidetect.io.sources import WalkStats, display_path, open_local, path_from_display
+from aidetect.io.sources import WalkStats, display_path, path_from_display
 from aidetect.records import ImageRef, Payload
 
 TAR_EXTENSIONS = (".tar",)
@@ -42,8 +39,8 @@ SIDECAR_EXTENSIONS = (".json", ".jsonl", ".txt", ".csv", ".md", ".idx", ".index"
 
 
 def container_kind(name: str, spec: ContainerSpec) -> str | None:
-    """ "tar", "parquet" or None (a plain file) for a listed name; with `shards`, every name but
-    sidecars' and Parquet's is a tar shard (shards need not end in .tar)."""
+    """The container format of a listed name ("tar", "parquet"), or None for a plain file; with
+    `shards`, every name but sidecars' and Parquet's is a tar shard (shards need not end in .tar)."""
     lower = name.lower()
     if lower.endswith(PARQUET_EXTENSIONS):
         return None if spec.shards else "parquet"
@@ -86,14 +83,6 @@ def container_row(container: ImageRef, problem: str) -> ImageRef:
         within=container.key,
         payload=Payload(problem=problem),
     )
-
-
-@contextlib.contextmanager
-def open_container(ref: ImageRef) -> Iterator[BinaryIO]:
-    """A container's bytes as a stream: an S3 body, or a local regular file (seekable)."""
-    opener = open_object if is_s3(ref.path) else open_local
-    with opener(ref) as stream:
-        yield stream
 
 
 def expand(ref: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkStats) -> Iterator[ImageRef]:

@@ -81,7 +81,7 @@ class ResumeIndex:
 
     def status(self, ref: ImageRef) -> str:
         """'done' (same version already scanned), 'changed' (older version in output) or 'new'."""
-        if not len(self.paths) or not self._has(self.paths, path_hash(ref.key)):
+        if not self.holds(ref.key):
             return "new"
         return "done" if self._has(self.versions, version_key(ref.key, ref.size, ref.mtime_ns, ref.etag)) else "changed"
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aidetect.errors import ObjectError, S3Error
-from aidetect.io.sources import WalkStats, is_image_name
+from aidetect.io.sources import WalkStats, is_image_name, open_local
 from aidetect.records import ImageRef
 
 _local = threading.local()
@@ -164,6 +164,11 @@ def arrow_path(uri: str, credentials: Credentials | None = None):
     if credentials is not None:
         kwargs.update(credentials.pyarrow_kwargs())
     return uri[len("s3://") :], pafs.S3FileSystem(**kwargs)
+
+
+def open_stored(ref: ImageRef):
+    """A local file's or an S3 object's bytes as a stream (a context manager)."""
+    return open_object(ref) if is_s3(ref.path) else open_local(ref)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 
-from aidetect.io.containers import ContainerSpec, Keep, chained, container_row, member_ref, open_container
+from aidetect.io.containers import ContainerSpec, Keep, chained, container_row, member_ref
+from aidetect.io.s3 import open_stored
 from aidetect.io.sources import is_image_name
 from aidetect.io.tar import TarError, TarMember, TarReader
 from aidetect.records import ImageRef, Payload
@@ -29,7 +30,7 @@ def shard_members(shard: ImageRef, spec: ContainerSpec, keep: Keep) -> Iterator[
     """A ref per image member of a shard; damage or a failed read ends the shard with its own row."""
     position = 0
     try:
-        with open_container(shard) as stream:
+        with open_stored(shard) as stream:  # a local file is seekable: skipped data is not read
             reader = TarReader(stream)
             for member in reader:
                 position = reader.position

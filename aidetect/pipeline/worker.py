@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from aidetect.io.s3 import is_s3, open_object
-from aidetect.io.sources import open_local
+from aidetect.io.s3 import open_stored
 from aidetect.pipeline.decode import BatchDecoder, Decoded
 from aidetect.pipeline.detector import Detector
 from aidetect.pipeline.domain import domain_of
@@ -29,7 +28,7 @@ def open_ref(ref: ImageRef):
     """A stream of a file's, an object's or a container member's bytes."""
     if ref.payload is not None:
         return contextlib.nullcontext(ref.payload.open())
-    return open_object(ref) if is_s3(ref.path) else open_local(ref)
+    return open_stored(ref)
 
 
 def read_ref(ref: ImageRef, limits: Limits = DEFAULT_LIMITS) -> bytes:

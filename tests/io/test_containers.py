@@ -90,7 +90,7 @@ def test_an_oversized_member_is_skipped_unread_on_a_stream(tmp_path, monkeypatch
     data = tar_bytes([("big.jpg", b"\xff\xd8" + bytes(3 << 20)), ("small.jpg", jpeg())])
     stream = CountingStream(data)
     stream.seekable = lambda: False
-    monkeypatch.setattr(shards, "open_container", lambda ref: _context(stream))
+    monkeypatch.setattr(shards, "open_stored", lambda ref: _context(stream))
     ref = ImageRef("s3://b/x.tar", "s3://b/x.tar", len(data), 1, etag="e", container="tar")
     big, small = shards.shard_members(ref, ContainerSpec(max_bytes=1 << 20), lambda r: True)
     assert big.size == (3 << 20) + 2 and big.payload.data is None and small.payload.data == jpeg()
