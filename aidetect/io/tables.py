@@ -24,6 +24,7 @@ from aidetect.records import ImageRef, Payload
 ROWS_PER_READ = 16  # rows decoded at a time: a few pages of the image column
 MAX_EXPANSION = 8  # image bytes compress by a few percent; far more is not images
 MAX_EXPANDED_BYTES = 64 << 20  # small row groups may compress well (a column of tiny PNGs)
+MAX_KEY_CHARS = 4096
 
 
 class NoImageColumn(SourceError):
@@ -97,7 +98,7 @@ def table_members(table: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkS
             return
         columns = [images] if keys is None or keys == images else [images, keys]
         for group in range(parquet.num_row_groups):
-            _check_expansion(parquet.metadata.row_group(group), images, group)
+            _check_expansion(parquet.metadata.row_group(group), images, keys, group)
             for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, row_groups=[group], columns=columns):
                 cells = batch.column(0)
                 if pa.types.is_struct(cells.type):
@@ -106,7 +107,7 @@ def table_members(table: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkS
                     batch.column(columns.index(keys)).to_pylist() if keys else range(position, position + len(batch))
                 )
                 for i, name in enumerate(names):
-                    yield _row(table, cells[i], str(name), spec, keep)
+                    yield _row(table, cells[i], str(name), position + i, spec, keep)
                 position += len(batch)
         return
     except SourceError as exc:
@@ -117,24 +118,38 @@ def table_members(table: ImageRef, spec: ContainerSpec, keep: Keep, stats: WalkS
     yield container_row(table, problem + suffix)
 
 
-def _check_expansion(group: pq.RowGroupMetaData, column: str, index: int) -> None:
-    """Encoded images do not compress: an image column that expands many times over is a
-    decompression bomb (pyarrow inflates a page whole), refused from the footer before any read."""
-    chunks = [group.column(c) for c in range(group.num_columns)]
-    leaf = [c for c in chunks if c.path_in_schema == column or c.path_in_schema.startswith(column + ".")]
-    packed = sum(c.total_compressed_size for c in leaf)
-    unpacked = sum(c.total_uncompressed_size for c in leaf)
+def _check_expansion(group: pq.RowGroupMetaData, images: str, keys: str | None, index: int) -> None:
+    """Refuse a decompression bomb from the footer, before pyarrow inflates a page whole: encoded
+    images do not compress, so an image column that expands many times over is not images; keys
+    are text and do compress, so they are held to MAX_KEY_CHARS a row on average."""
+    packed, unpacked = _column_sizes(group, images)
     if unpacked > MAX_EXPANDED_BYTES and unpacked > MAX_EXPANSION * max(packed, 1):
         raise SourceError(
             f"row group {index} would expand from {packed} to {unpacked} bytes (encoded images do not "
             "compress): refused as a decompression bomb"
         )
+    key_bytes = _column_sizes(group, keys)[1] if keys and keys != images else 0
+    if key_bytes > MAX_EXPANDED_BYTES and key_bytes > MAX_KEY_CHARS * group.num_rows:
+        raise SourceError(
+            f"row group {index}: --key-column would expand to {key_bytes} bytes for {group.num_rows} rows"
+        )
 
 
-def _row(table: ImageRef, cell: pa.Scalar, key: str, spec: ContainerSpec, keep: Keep) -> ImageRef:
+def _column_sizes(group: pq.RowGroupMetaData, column: str) -> tuple[int, int]:
+    """(compressed, uncompressed) bytes of a column's chunks in a row group (a struct has several)."""
+    chunks = [group.column(c) for c in range(group.num_columns)]
+    leaf = [c for c in chunks if c.path_in_schema == column or c.path_in_schema.startswith(column + ".")]
+    return sum(c.total_compressed_size for c in leaf), sum(c.total_uncompressed_size for c in leaf)
+
+
+def _row(table: ImageRef, cell: pa.Scalar, key: str, row: int, spec: ContainerSpec, keep: Keep) -> ImageRef:
+    too_long = len(key) > MAX_KEY_CHARS
+    key = str(row) if too_long else key  # every row holds its key: never a megabyte each
     size = cell.as_buffer().size if cell.is_valid else 0
     ref = member_ref(table, chained("parquet", key, table.key), size, table.mtime_ns, key)
-    if not cell.is_valid:
+    if too_long:
+        payload = Payload(problem=f"--key-column value over {MAX_KEY_CHARS} characters (key is the row's position)")
+    elif not cell.is_valid:
         payload = Payload(problem="no image bytes (null cell)")
     elif size <= spec.max_bytes and keep(ref):
         payload = Payload(cell.as_py())

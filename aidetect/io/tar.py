@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 512
-MAX_META_BYTES = 1 << 20  # a long name or PAX header beyond this is damage, not a name
+MAX_META_BYTES = 1 << 20  # a PAX header beyond this is damage, not metadata
+MAX_NAME_BYTES = 4096  # PATH_MAX: a longer member name could not be extracted anywhere
 _CHUNK = 1 << 20
 _FILE_TYPES = (b"0", b"\0", b"7")
 _META_TYPES = (b"L", b"K", b"x", b"g")
@@ -199,6 +200,8 @@ class TarReader:
         if block[257:263] == b"ustar\x00" and block[345] != 0:
             name = block[345:500].split(b"\0", 1)[0] + b"/" + name  # POSIX ustar prefix
         name = pax.get(b"path", long_name or name)
+        if len(name) > MAX_NAME_BYTES:  # every row holds its name: a shard of 1 MiB names would fill memory
+            raise TarError(start, f"member name of {len(name)} bytes (limit {MAX_NAME_BYTES})")
         if b"size" in pax:
             try:
                 size = int(pax[b"size"])

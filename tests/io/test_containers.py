@@ -310,6 +310,18 @@ def test_hundreds_of_mutated_shards_never_raise(tmp_path):
         assert sum(m.key == str(shard) for m in members) <= 1 and len(members) <= 5
 
 
+def test_an_overlong_key_is_a_row_keyed_by_position(tmp_path):
+    from aidetect.io.tables import MAX_KEY_CHARS, table_members
+
+    path = tmp_path / "keys.parquet"
+    pq.write_table(pa.table({"jpg": pa.array([jpeg(), jpeg()], pa.binary()), "k": ["short", "x" * 5000]}), path)
+    ref = ImageRef(str(path), str(path), path.stat().st_size, 1, container="parquet")
+    short, long = table_members(ref, ContainerSpec(key_column="k"), lambda r: True, WalkStats())
+    assert short.sample == "short" and short.payload.data == jpeg()
+    assert long.sample == "1" and long.key == f"parquet://1::{path}"
+    assert long.payload.problem.startswith(f"--key-column value over {MAX_KEY_CHARS} characters")
+
+
 def test_hundreds_of_mutated_parquet_files_never_raise(tmp_path):
     """pyarrow raises many types on a damaged file (a footer's column name that is not UTF-8 is a
     UnicodeDecodeError): each becomes the file's own row, after the rows read before it."""

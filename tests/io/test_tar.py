@@ -176,3 +176,9 @@ def test_a_pax_mtime_that_is_no_time_is_none(value):
         tar.addfile(info, io.BytesIO(b"x"))
     (member,) = list(TarReader(io.BytesIO(buf.getvalue())))
     assert member.mtime is None and member.size == 1
+
+
+def test_a_name_longer_than_path_max_is_damage():
+    data = make_tar([("n" * 5000 + ".jpg", b"x")])
+    with pytest.raises(TarError, match="member name of 5004 bytes"):
+        list(TarReader(io.BytesIO(data)))
